@@ -1,0 +1,89 @@
+"""Checkpoint files: one file with the weights, the config and the class metadata.
+
+Files are read with ``torch.load(..., weights_only=True)``, which refuses arbitrary
+pickled objects, so a checkpoint can only carry tensors and plain containers. Writes go
+to a temporary file that is renamed into place, so a crash while saving never leaves a
+truncated checkpoint behind.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import UPSNetConfig, config_from_dict
+from .modeling import UPSNet, build_upsnet
+
+FORMAT = "upsnet-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, of another format or does not fit the model."""
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: UPSNetConfig,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Atomically write ``model``'s weights with ``config`` (categories resolved inline).
+
+    ``extra`` holds plain data (tensors, numbers, strings, lists, dicts) such as
+    optimizer state or metrics; it is returned by :func:`read_checkpoint`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
+               "config": config.resolved().to_dict(),
+               "model": model.state_dict(), "extra": extra or {}}
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, validated: ``config`` (UPSNetConfig), ``model`` (state
+    dict) and ``extra``. Raises :class:`CheckpointError` naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"cannot read checkpoint {path}: it is corrupt, truncated, or holds "
+                              f"objects other than tensors and plain data ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an UPSNet checkpoint (no '{FORMAT}' format marker)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {payload.get('format_version')}, "
+                              f"this code reads version {FORMAT_VERSION}")
+    try:
+        config = config_from_dict(payload["config"])
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} holds an invalid config: {error}") from error
+    return {"config": config, "model": payload["model"], "extra": payload.get("extra", {})}
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UPSNet, UPSNetConfig]:
+    """Build the model described by a checkpoint and load its weights (in eval mode)."""
+    contents = read_checkpoint(path, map_location)
+    config = contents["config"]
+    model = build_upsnet(config)
+    try:
+        model.load_state_dict(contents["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"weights in {path} do not fit the model its config describes: "
+                              f"{str(error).splitlines()[0]}") from error
+    return model.to(map_location).eval(), config

@@ -1,0 +1,211 @@
+"""Model configuration: a typed schema whose defaults are the paper's, overridden by YAML.
+
+A YAML file names only what differs from the defaults below. Unknown keys are errors
+(a typo must not silently fall back to a default). The ``training`` and ``data``
+sections belong to the training pipeline and are kept as plain mappings here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .categories import CategorySet
+
+
+@dataclass
+class BackboneConfig:
+    depth: int = 50
+    """ResNet depth: 18, 34, 50 or 101."""
+    norm: str = "frozen_bn"
+    """``frozen_bn`` (paper; for pretrained weights) or ``bn`` (training from scratch)."""
+    trainable_layers: int = 3
+    """ResNet stages trained, counted from res5 (0..5), as torchvision counts them."""
+    global_context: bool = False
+    """Add globally pooled res5 features to the FPN's top lateral before P5 (paper's COCO setting)."""
+    weights: str | None = None
+    """Local torchvision-format ResNet state dict to start from (no downloads)."""
+    fpn_channels: int = 256
+
+
+@dataclass
+class RPNConfig:
+    anchor_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
+    """One anchor size per FPN level P2..P6."""
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    pre_nms_top_n_train: int = 2000
+    pre_nms_top_n_test: int = 1000
+    post_nms_top_n_train: int = 2000
+    post_nms_top_n_test: int = 1000
+    nms_thresh: float = 0.7
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+
+
+@dataclass
+class RoIHeadsConfig:
+    representation_size: int = 1024
+    mask_head_layers: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.5
+    score_thresh: float = 0.05
+    """Detections kept by torchvision's per-class post-processing (before mask pruning)."""
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+
+@dataclass
+class SemanticHeadConfig:
+    channels: int = 128
+    num_deform_layers: int = 2
+    norm_groups: int = 32
+
+
+@dataclass
+class InferenceConfig:
+    nms_iou: float = 0.5
+    """Class-agnostic NMS IoU of mask pruning."""
+    score_threshold: float = 0.6
+    """Detections at or below this score are not pasted."""
+    mask_overlap_threshold: float = 0.3
+    """A mask overlapping already pasted masks of its class by more than this fraction of its own area is dropped."""
+    stuff_area: float = 2048.0
+    """Stuff segments smaller than this (pixels at ``stuff_area_reference``) become unknown."""
+    stuff_area_reference: list[int] = field(default_factory=lambda: [1024, 2048])
+    """Image size (H, W) at which ``stuff_area`` is given; the threshold scales with the image area."""
+
+
+@dataclass
+class LossWeights:
+    rpn_objectness: float = 1.0
+    rpn_box: float = 1.0
+    box_cls: float = 1.0
+    box_reg: float = 1.0
+    mask: float = 1.0
+    semantic: float = 1.0
+    semantic_roi: float = 0.2
+    panoptic: float = 0.5
+
+
+@dataclass
+class InputConfig:
+    pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    size_divisibility: int = 32
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+    semantic_head: SemanticHeadConfig = field(default_factory=SemanticHeadConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    input: InputConfig = field(default_factory=InputConfig)
+    unknown_fraction: float = 0.3
+    """Fraction of ground-truth instances relabelled unknown for the panoptic loss."""
+
+
+@dataclass
+class UPSNetConfig:
+    categories: Any = "cityscapes"
+    """A preset name, a list of categories, or {preset|json|list, classes} (see CategorySet.from_config)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+
+    def category_set(self) -> CategorySet:
+        return CategorySet.from_config(self.categories)
+
+    def resolved(self) -> "UPSNetConfig":
+        """A copy whose categories are an explicit list (self-contained, e.g. for checkpoints)."""
+        return dataclasses.replace(self, categories=self.category_set().to_list())
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, values: Any, path: str):
+    """Instantiate dataclass ``cls`` from a mapping, recursing into nested dataclasses."""
+    if not isinstance(values, dict):
+        raise ValueError(f"config section '{path or 'root'}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} in section '{path or 'root'}'; "
+                         f"known keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        key = f"{path}.{name}" if path else name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key)
+        else:
+            kwargs[name] = _check_scalar(hint, value, key)
+    return cls(**kwargs)
+
+
+def _check_scalar(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, bool, str) and not isinstance(value, hint):
+        raise ValueError(f"config key '{key}' must be {hint.__name__}, got {value!r}")
+    if hint is int and isinstance(value, bool):
+        raise ValueError(f"config key '{key}' must be int, got {value!r}")
+    if origin is list and not isinstance(value, list):
+        raise ValueError(f"config key '{key}' must be a list, got {value!r}")
+    if origin is dict and not isinstance(value, dict):
+        raise ValueError(f"config key '{key}' must be a mapping, got {value!r}")
+    return value
+
+
+def config_from_dict(values: dict) -> UPSNetConfig:
+    """Validate a nested mapping (YAML or checkpoint) into an :class:`UPSNetConfig`."""
+    config = _build(UPSNetConfig, values, "")
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path) -> UPSNetConfig:
+    """Read a YAML config file; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+        return config_from_dict(values)
+    except (ValueError, KeyError, yaml.YAMLError) as error:
+        raise ValueError(f"invalid config {path}: {error}") from error
+
+
+def validate(config: UPSNetConfig) -> None:
+    """Cross-field checks that a single type check cannot express."""
+    config.category_set()  # raises on unknown presets, class names or bad entries
+    model = config.model
+    if model.backbone.depth not in (18, 34, 50, 101):
+        raise ValueError(f"model.backbone.depth must be 18, 34, 50 or 101, got {model.backbone.depth}")
+    if model.backbone.norm not in ("frozen_bn", "bn"):
+        raise ValueError(f"model.backbone.norm must be 'frozen_bn' or 'bn', got {model.backbone.norm!r}")
+    if not 0 <= model.backbone.trainable_layers <= 5:
+        raise ValueError("model.backbone.trainable_layers must be in 0..5")
+    if len(model.rpn.anchor_sizes) != 5:
+        raise ValueError("model.rpn.anchor_sizes needs one size per FPN level P2..P6 (5 values)")
+    if not 0.0 <= model.unknown_fraction < 1.0:
+        raise ValueError("model.unknown_fraction must be in [0, 1)")
+    if len(model.inference.stuff_area_reference) != 2:
+        raise ValueError("model.inference.stuff_area_reference must be [height, width]")
+    if len(model.input.pixel_mean) != 3 or len(model.input.pixel_std) != 3:
+        raise ValueError("model.input.pixel_mean and pixel_std need 3 values (RGB)")
+    if model.input.size_divisibility % 32:
+        raise ValueError("model.input.size_divisibility must be a multiple of 32 (the stride of P5)")

@@ -1,0 +1,206 @@
+"""Inference decisions after the network: mask pruning, class assignment, the label image.
+
+Everything works at the heads' resolution ``(h, w)``; the label image at the output
+size is a pure index lookup of it (nearest), and segment statistics are computed on the
+small map with per-cell pixel counts, so they equal what the full-size image holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.ops import nms
+
+from ..categories import LABEL_DIVISOR, VOID_ID, CategorySet
+from ..config import InferenceConfig
+
+SEMANTIC_UNKNOWN = 255
+"""Value of unknown/void pixels in the semantic output (category ids are below it)."""
+
+
+@dataclass
+class PanopticResult:
+    """Panoptic output for one image.
+
+    Attributes:
+        panoptic: ``(H, W)`` int32 label image: ``category_id * 1000 + k`` for the k-th
+            instance (k >= 1) of a thing class, ``category_id * 1000`` for a stuff
+            segment, ``0`` (VOID_ID) for the unknown class and void.
+        semantic: ``(H, W)`` int32 category id of each pixel's segment, 255 for unknown.
+        segments: one dict per segment in ``panoptic``: ``id``, ``category_id``,
+            ``isthing``, ``score`` (detection score; 1.0 for stuff), ``area`` (pixels),
+            ``bbox`` ``[x, y, w, h]`` and ``centroid`` ``[x, y]`` in pixels.
+    """
+
+    panoptic: Tensor
+    semantic: Tensor
+    segments: list[dict]
+
+
+def prune_detections(boxes: Tensor, scores: Tensor, nms_iou: float, score_threshold: float) -> Tensor:
+    """Indices kept by class-agnostic NMS and ``score > score_threshold``, best first."""
+    keep = nms(boxes.float(), scores.float(), nms_iou)
+    return keep[scores[keep] > score_threshold]
+
+
+def prune_overlapping_masks(masks: Tensor, labels: Tensor, overlap_threshold: float) -> Tensor:
+    """Paste ``masks (K, h, w)`` bool (best first) onto one canvas per class.
+
+    A mask is dropped when it is empty or when its intersection with the masks already
+    on its class's canvas exceeds ``overlap_threshold`` of its own area. Returns ``(K,)``
+    bool keep flags.
+    """
+    keep = torch.zeros(len(masks), dtype=torch.bool, device=masks.device)
+    canvases: dict[int, Tensor] = {}
+    areas = masks.flatten(1).sum(1).tolist()
+    for index, (mask, label, area) in enumerate(zip(masks, labels.tolist(), areas)):
+        canvas = canvases.get(label)
+        overlap = 0 if canvas is None else int((mask & canvas).sum())
+        if area == 0 or overlap > overlap_threshold * area:
+            continue
+        keep[index] = True
+        canvases[label] = mask if canvas is None else canvas | mask
+    return keep
+
+
+def assign_instance_classes(channels: Tensor, semantic_argmax: Tensor, thing_labels: Tensor,
+                            num_stuff: int, num_classes: int) -> Tensor:
+    """The paper's class-assignment rule; returns the semantic index of each instance ``(K,)``.
+
+    Among the pixels an instance wins (``channels == num_stuff + i``), when the most
+    frequent semantic-head class is a stuff class covering more than half of them, the
+    instance takes that stuff class; otherwise it keeps the instance head's class (which
+    covers the consistent case).
+    """
+    count = len(thing_labels)
+    thing_index = num_stuff + thing_labels - 1
+    if count == 0:
+        return thing_index
+    instance = channels - num_stuff
+    won = (instance >= 0) & (instance < count)
+    pairs = instance[won] * num_classes + semantic_argmax[won]
+    histogram = torch.bincount(pairs, minlength=count * num_classes).view(count, num_classes)
+    mode_count, mode = histogram.max(dim=1)
+    stuff_majority = (mode < num_stuff) & (2 * mode_count > histogram.sum(dim=1))
+    return torch.where(stuff_majority, mode, thing_index)
+
+
+def channel_ids(categories: CategorySet, instance_classes: Tensor, present: Tensor) -> Tensor:
+    """Label-image id of every panoptic channel: stuff, instances, unknown (VOID_ID).
+
+    Instances that became stuff share their stuff class's id (one segment per stuff
+    class); thing instances that won pixels (``present``) are numbered per category
+    from 1 in channel (score) order; the others, which appear nowhere, get VOID_ID.
+    """
+    category_ids = torch.tensor(categories.category_ids(), dtype=torch.int64,
+                                device=instance_classes.device)
+    stuff_ids = category_ids[: categories.num_stuff] * LABEL_DIVISOR
+    instance_ids = category_ids[instance_classes] * LABEL_DIVISOR
+    is_thing = (instance_classes >= categories.num_stuff) & present
+    instance_ids[(instance_classes >= categories.num_stuff) & ~present] = VOID_ID
+    numbers: dict[int, int] = {}
+    for index in is_thing.nonzero().flatten().tolist():
+        category = int(instance_classes[index])
+        numbers[category] = numbers.get(category, 0) + 1
+        instance_ids[index] += numbers[category]
+    unknown = instance_ids.new_full((1,), VOID_ID)
+    return torch.cat([stuff_ids, instance_ids, unknown])
+
+
+def output_index(output_size: int, input_size: int, stride: int, device: torch.device) -> Tensor:
+    """Heads-grid cell of each output pixel along one axis (nearest).
+
+    The model saw an image of ``input_size`` pixels; output pixel ``y`` of an axis of
+    ``output_size`` maps to input pixel ``floor((y + 0.5) * input/output)``, which lies
+    in cell ``input_pixel // stride``.
+    """
+    positions = (torch.arange(output_size, device=device, dtype=torch.float64) + 0.5)
+    input_pixels = (positions * input_size / output_size).floor().long().clamp(max=input_size - 1)
+    return input_pixels // stride
+
+
+@dataclass
+class SegmentStats:
+    ids: Tensor
+    """``(S,)`` label-image ids present (void excluded)."""
+    area: Tensor
+    box: Tensor
+    """``(S, 4)`` x1, y1, x2, y2 (exclusive) in output pixels."""
+    centroid: Tensor
+    """``(S, 2)`` x, y in output pixels."""
+
+
+def _axis_tables(index: Tensor, cells: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per cell along one axis: output pixels it covers, first and last such pixel, and
+    the sum of their coordinates (pixel centres)."""
+    count = torch.bincount(index, minlength=cells)
+    pixels = torch.arange(len(index), device=index.device)
+    first = torch.full((cells,), len(index), device=index.device).scatter_reduce(0, index, pixels, "amin")
+    last = torch.full((cells,), -1, device=index.device).scatter_reduce(0, index, pixels, "amax")
+    centre_sum = torch.zeros(cells, dtype=torch.float64, device=index.device).index_add_(
+        0, index, pixels.double() + 0.5)
+    return count, first, last, centre_sum
+
+
+def segment_stats(cell_ids: Tensor, row_index: Tensor, col_index: Tensor) -> SegmentStats:
+    """Area, box and centroid of each id of ``cell_ids (h, w)`` as it appears in the output
+    image ``cell_ids[row_index][:, col_index]``, computed without building that image."""
+    h, w = cell_ids.shape
+    row_count, row_first, row_last, row_centres = _axis_tables(row_index, h)
+    col_count, col_first, col_last, col_centres = _axis_tables(col_index, w)
+    covered = (row_count[:, None] > 0) & (col_count[None, :] > 0) & (cell_ids != VOID_ID)
+    rows, cols = covered.nonzero(as_tuple=True)
+    ids, inverse = torch.unique(cell_ids[rows, cols], return_inverse=True)
+    weight = (row_count[rows] * col_count[cols]).double()
+    area = torch.zeros(len(ids), dtype=torch.float64, device=ids.device).index_add_(0, inverse, weight)
+
+    def reduce(values: Tensor, how: str, start: int) -> Tensor:
+        out = torch.full((len(ids),), start, dtype=values.dtype, device=ids.device)
+        return out.scatter_reduce(0, inverse, values, how)
+
+    big = max(len(row_index), len(col_index)) + 1
+    box = torch.stack([reduce(col_first[cols], "amin", big), reduce(row_first[rows], "amin", big),
+                       reduce(col_last[cols], "amax", -1) + 1, reduce(row_last[rows], "amax", -1) + 1], 1)
+    x_sum = torch.zeros_like(area).index_add_(0, inverse, col_centres[cols] * row_count[rows])
+    y_sum = torch.zeros_like(area).index_add_(0, inverse, row_centres[rows] * col_count[cols])
+    centroid = torch.stack([x_sum / area, y_sum / area], 1)
+    return SegmentStats(ids, area.round().long(), box, centroid)
+
+
+def segments_info(stats: SegmentStats, categories: CategorySet, scores: dict[int, float]) -> list[dict]:
+    """COCO-panoptic style segment dicts (plus score and centroid) for the ids in ``stats``."""
+    segments = []
+    for index, segment_id in enumerate(stats.ids.tolist()):
+        category = categories.by_id(segment_id // LABEL_DIVISOR)
+        x1, y1, x2, y2 = stats.box[index].tolist()
+        segments.append({
+            "id": segment_id, "category_id": category.id, "isthing": category.isthing,
+            "score": scores.get(segment_id, 1.0), "area": int(stats.area[index]),
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "centroid": [round(float(v), 3) for v in stats.centroid[index]],
+        })
+    return segments
+
+
+def void_small_stuff(cell_ids: Tensor, stats: SegmentStats, min_area: float) -> tuple[Tensor, SegmentStats]:
+    """Stuff segments below ``min_area`` output pixels become void (the unknown class)."""
+    small = (stats.ids % LABEL_DIVISOR == 0) & (stats.area < min_area)
+    if not small.any():
+        return cell_ids, stats
+    cell_ids = torch.where(torch.isin(cell_ids, stats.ids[small]), VOID_ID, cell_ids)
+    keep = ~small
+    return cell_ids, SegmentStats(stats.ids[keep], stats.area[keep], stats.box[keep],
+                                  stats.centroid[keep])
+
+
+def stuff_area_threshold(config: InferenceConfig, output_size: tuple[int, int]) -> float:
+    reference = config.stuff_area_reference[0] * config.stuff_area_reference[1]
+    return config.stuff_area * output_size[0] * output_size[1] / reference
+
+
+def render(cell_ids: Tensor, row_index: Tensor, col_index: Tensor) -> tuple[Tensor, Tensor]:
+    """The output label image and its semantic image (category ids, 255 for void)."""
+    panoptic = cell_ids.index_select(0, row_index).index_select(1, col_index).to(torch.int32)
+    semantic = torch.where(panoptic == VOID_ID, SEMANTIC_UNKNOWN, panoptic // LABEL_DIVISOR)
+    return panoptic, semantic.to(torch.int32)
