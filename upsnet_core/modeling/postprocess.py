@@ -30,7 +30,8 @@ class PanopticResult:
         semantic: ``(H, W)`` int32 category id of each pixel's segment, 255 for unknown.
         segments: one dict per segment in ``panoptic``: ``id``, ``category_id``,
             ``isthing``, ``score`` (detection score; 1.0 for stuff), ``area`` (pixels),
-            ``bbox`` ``[x, y, w, h]`` and ``centroid`` ``[x, y]`` in pixels.
+            ``bbox`` ``[x, y, w, h]`` in pixels and ``centroid`` ``[x, y]``, the mean
+            0-based column and row of its pixels.
     """
 
     panoptic: Tensor
@@ -133,13 +134,13 @@ class SegmentStats:
 
 def _axis_tables(index: Tensor, cells: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per cell along one axis: output pixels it covers, first and last such pixel, and
-    the sum of their coordinates (pixel centres)."""
+    the sum of their (0-based) pixel indices."""
     count = torch.bincount(index, minlength=cells)
     pixels = torch.arange(len(index), device=index.device)
     first = torch.full((cells,), len(index), device=index.device).scatter_reduce(0, index, pixels, "amin")
     last = torch.full((cells,), -1, device=index.device).scatter_reduce(0, index, pixels, "amax")
     centre_sum = torch.zeros(cells, dtype=torch.float64, device=index.device).index_add_(
-        0, index, pixels.double() + 0.5)
+        0, index, pixels.double())
     return count, first, last, centre_sum
 
 

@@ -1,0 +1,128 @@
+"""One shared set of model tests, run over every architecture variant we ship."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import CONFIG_DIR, box_target
+from upsnet_core.config import config_from_dict, load_config
+from upsnet_core.modeling import SEMANTIC_UNKNOWN, build_upsnet
+
+EXPECTED_LOSSES = {"loss_rpn_objectness", "loss_rpn_box", "loss_box_cls", "loss_box_reg",
+                   "loss_mask", "loss_semantic", "loss_semantic_roi", "loss_panoptic"}
+
+
+def _variant(name: str):
+    if name == "small_global_context":
+        values = load_config(CONFIG_DIR / "upsnet_small.yaml").to_dict()
+        values["model"]["backbone"].update(global_context=True, norm="frozen_bn", trainable_layers=3)
+        return config_from_dict(values)
+    return load_config(CONFIG_DIR / f"{name}.yaml")
+
+
+VARIANTS = ["upsnet_small", "small_global_context", "upsnet_cityscapes_r50", "upsnet_coco_r50"]
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def model(request):
+    torch.manual_seed(0)
+    return build_upsnet(_variant(request.param))
+
+
+def _targets(model, sizes):
+    num_stuff = model.categories.num_stuff
+    first = box_target(*sizes[0], [[8, 12, 40, 50], [30, 20, 70, 60]], [1, 3], num_stuff)
+    second = box_target(*sizes[1], [[5, 5, 30, 25]], [2], num_stuff)
+    return [first, second]
+
+
+def test_forward_backward_all_losses_finite(model):
+    model.train()
+    sizes = [(75, 99), (64, 90)]  # not multiples of 32, different sizes in one batch
+    images = [torch.rand(3, *s) for s in sizes]
+    losses = model(images, _targets(model, sizes))
+    assert set(losses) == EXPECTED_LOSSES
+    for name, value in losses.items():
+        assert torch.isfinite(value), name
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
+
+
+def test_panoptic_loss_reaches_semantic_head_mask_head_and_backbone(model):
+    model.train()
+    sizes = [(64, 96), (64, 96)]
+    losses = model([torch.rand(3, *s) for s in sizes], _targets(model, sizes))
+    parts = {
+        "semantic head": model.semantic_head.classifier.weight,
+        "mask head": model.instance_head.roi_heads.mask_predictor.mask_fcn_logits.weight,
+        "backbone": model.backbone.fpn.layer_blocks[0][0].weight,
+    }
+    grads = torch.autograd.grad(losses["loss_panoptic"], list(parts.values()), allow_unused=True)
+    for (name, _), grad in zip(parts.items(), grads):
+        assert grad is not None and grad.abs().sum() > 0, f"no panoptic gradient in the {name}"
+
+
+def test_training_on_image_without_instances(model):
+    model.train()
+    target = box_target(70, 100, [], [], model.categories.num_stuff)
+    losses = model([torch.rand(3, 70, 100)], [target])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.zero_grad()
+
+
+def test_inference_sizes_and_encoding(model):
+    model.eval()
+    sizes = [(75, 123), (50, 64)]
+    results = model([torch.rand(3, *s) for s in sizes])
+    for result, size in zip(results, sizes):
+        assert tuple(result.panoptic.shape) == size and result.panoptic.dtype == torch.int32
+        assert tuple(result.semantic.shape) == size
+        ids = set(result.panoptic.unique().tolist()) - {0}
+        assert ids == {s["id"] for s in result.segments}
+        for segment in result.segments:
+            pixels = result.panoptic == segment["id"]
+            assert int(pixels.sum()) == segment["area"]
+            assert segment["category_id"] == segment["id"] // 1000
+            assert (result.semantic[pixels] == segment["category_id"]).all()
+        assert (result.semantic[result.panoptic == 0] == SEMANTIC_UNKNOWN).all()
+
+
+def test_inference_with_zero_detections(model):
+    model.eval()
+    strict = copy.copy(model.inference_config)
+    strict.score_threshold = 1.0  # no detection can pass
+    original, model.inference_config = model.inference_config, strict
+    try:
+        result = model([torch.rand(3, 64, 80)])[0]
+    finally:
+        model.inference_config = original
+    assert all(not s["isthing"] for s in result.segments)
+    assert all(s["id"] % 1000 == 0 for s in result.segments)
+
+
+def test_inference_on_blank_image(model):
+    model.eval()
+    result = model([torch.zeros(3, 48, 48)])[0]
+    assert tuple(result.panoptic.shape) == (48, 48)
+
+
+def test_evaluation_is_deterministic(model):
+    model.eval()
+    image = torch.rand(3, 64, 96)
+    first, second = model([image])[0], model([image])[0]
+    assert torch.equal(first.panoptic, second.panoptic)
+    assert first.segments == second.segments
+
+
+def test_output_size_maps_labels_back(model):
+    model.eval()
+    image = torch.rand(3, 48, 80)
+    result = model.predict([image], output_sizes=[(96, 160)])[0]
+    assert tuple(result.panoptic.shape) == (96, 160)
+    for segment in result.segments:
+        assert int((result.panoptic == segment["id"]).sum()) == segment["area"]

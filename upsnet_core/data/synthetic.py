@@ -1,0 +1,211 @@
+"""Synthetic ego-view street scenes written in the Cityscapes panoptic layout.
+
+Command line::
+
+    python -m upsnet_core.data.synthetic --out DIR --split train --num 100 --seed 0 \\
+        --height 512 --width 1024 [--style default|dusk]
+
+writes exactly what Cityscapes' ``createPanopticImgs`` produces for a real split::
+
+    DIR/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png     RGB image
+    DIR/gtFine/cityscapes_panoptic_<split>/<city>_<seq>_<frame>_gtFine_panoptic.png
+    DIR/gtFine/cityscapes_panoptic_<split>.json
+
+with Cityscapes' id scheme in the panoptic PNG (``id = R + 256 G + 256^2 B``): void 0,
+stuff and crowd regions = category id, thing instance ``k`` (0-based, as in Cityscapes'
+``instanceIds``) = ``category_id * 1000 + k``. Frame ``i`` depends only on
+``(seed, split, style, i)``: the same arguments give the same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..categories import LABEL_DIVISOR, CategorySet
+from .panoptic_io import segment_areas_and_boxes, write_panoptic_png, write_png
+from .synthetic_scene import STYLES, Canvas, SceneBuilder, Style, segment_ids
+
+SUPERCATEGORY = {7: "flat", 8: "flat", 11: "construction", 12: "construction",
+                 13: "construction", 17: "object", 19: "object", 20: "object", 21: "nature",
+                 22: "nature", 23: "sky", 24: "human", 25: "human"}
+"""Cityscapes' label categories (``labels.py``); the vehicle classes are ``vehicle``."""
+FRAME_NUMBER = 19
+"""Cityscapes annotates the 20th frame of each snippet (``..._000019``)."""
+TEXTURE_PAD = 64
+
+
+@dataclass
+class SyntheticFrame:
+    """One rendered scene.
+
+    ``image``: ``(H, W, 3)`` uint8 RGB. ``ids``: ``(H, W)`` int32 Cityscapes panoptic ids
+    (void 0). ``segments_info``: createPanopticImgs' entries (id, category_id, area,
+    bbox [x, y, w, h], iscrowd), sorted by id.
+    """
+
+    image: np.ndarray
+    ids: np.ndarray
+    segments_info: list[dict]
+
+
+def frame_rng(seed: int, split: str, style: str, index: int) -> np.random.Generator:
+    """The random generator of one frame (independent of any other frame)."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and frame index must be >= 0; got {seed}, {index}")
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), zlib.crc32(style.encode()),
+                                  index])
+
+
+def get_style(name: str) -> Style:
+    if name not in STYLES:
+        raise ValueError(f"unknown style {name!r}; known styles: {sorted(STYLES)}")
+    return STYLES[name]
+
+
+class FrameRenderer:
+    """Renders frames of one size and style; caches the texture fields between frames."""
+
+    def __init__(self, height: int, width: int, style: str = "default"):
+        if height < 32 or width < 32:
+            raise ValueError(f"frames must be at least 32x32; got {height}x{width}")
+        self.height, self.width, self.style = height, width, get_style(style)
+        rng = np.random.default_rng([zlib.crc32(style.encode()), height, width])
+        shape = (height + TEXTURE_PAD, width + TEXTURE_PAD)
+        self.fine = rng.standard_normal(shape, dtype=np.float32)
+        coarse = rng.standard_normal((shape[0] // 16 + 2, shape[1] // 16 + 2), dtype=np.float32)
+        coarse = cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+        self.coarse = coarse / coarse.std()
+        self.noise = rng.standard_normal(shape + (3,), dtype=np.float32)
+
+    def render(self, rng: np.random.Generator) -> SyntheticFrame:
+        """Draw one random scene with ``rng``."""
+        canvas = Canvas(self.height, self.width)
+        camera = SceneBuilder(rng, canvas, self.style).build()
+        image = self._appearance(rng, canvas, camera.horizon)
+        segment_map = np.asarray(canvas.part_segment, dtype=np.uint16)[canvas.parts]
+        ids_of_segment = segment_ids(canvas.segments)
+        return SyntheticFrame(image, ids_of_segment[segment_map],
+                              segments_info(segment_map, ids_of_segment))
+
+    def _crop(self, rng: np.random.Generator, field: np.ndarray) -> np.ndarray:
+        y, x = rng.integers(0, TEXTURE_PAD + 1, 2)
+        return field[y:y + self.height, x:x + self.width]
+
+    def _appearance(self, rng: np.random.Generator, canvas: Canvas,
+                    horizon: float) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB: part colours x texture x light, fog, sensor noise."""
+        st, parts = self.style, canvas.parts
+        colors = np.asarray(canvas.part_color, dtype=np.float32)
+        grey = colors.mean(axis=1, keepdims=True)
+        colors = (grey + st.saturation * (colors - grey)) * np.asarray(st.tint, np.float32)
+        amplitude = np.asarray(canvas.part_texture, dtype=np.float32)
+        factor = 1 + amplitude[:, 0][parts] * self._crop(rng, self.fine)
+        factor += amplitude[:, 1][parts] * self._crop(rng, self.coarse)
+        factor *= self._light(rng)
+        image = colors[parts] * factor[..., None]
+        rows = np.arange(self.height, dtype=np.float32)[:, None, None]
+        fog = rng.uniform(*st.fog) * np.exp(-np.abs(rows - horizon) / (0.15 * self.height))
+        image += fog * (np.asarray(st.fog_color, np.float32) - image)
+        image += (st.noise * rng.uniform(0.5, 1.5)) * self._crop(rng, self.noise)
+        image = cv2.GaussianBlur(image, (3, 3), 0.6)
+        return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+
+    def _light(self, rng: np.random.Generator) -> np.ndarray:
+        """``(H, W)`` float32 illumination: brightness, a sideways gradient, vignetting."""
+        y = np.linspace(-1, 1, self.height, dtype=np.float32)[:, None]
+        x = np.linspace(-1, 1, self.width, dtype=np.float32)[None, :]
+        vignette = rng.uniform(0.0, 0.25)
+        return (rng.uniform(*self.style.brightness) * (1 + rng.uniform(-0.2, 0.2) * x)
+                * (1 - vignette * x * x) * (1 - vignette * y * y))
+
+
+def segments_info(segment_map: np.ndarray, ids_of_segment: np.ndarray) -> list[dict]:
+    """createPanopticImgs' ``segments_info`` of a frame, sorted by id.
+
+    Args:
+        segment_map: ``(H, W)`` canvas segment index per pixel.
+        ids_of_segment: ``(S,)`` Cityscapes panoptic id per canvas segment.
+    """
+    areas, boxes = segment_areas_and_boxes(segment_map, len(ids_of_segment))
+    things = {c.id for c in CategorySet.preset("cityscapes").things}
+    entries = []
+    for s in np.argsort(ids_of_segment, kind="stable"):
+        segment_id = int(ids_of_segment[s])
+        if areas[s] == 0 or segment_id == 0:
+            continue
+        category_id = segment_id if segment_id < LABEL_DIVISOR else segment_id // LABEL_DIVISOR
+        entries.append({"id": segment_id, "category_id": category_id, "area": int(areas[s]),
+                        "bbox": [int(v) for v in boxes[s]],
+                        "iscrowd": int(segment_id < LABEL_DIVISOR and category_id in things)})
+    return entries
+
+
+def image_id_of(style: str, index: int) -> str:
+    """``<city>_<seq>_<frame>`` name of frame ``index``; the city is ``synth<style>``."""
+    return f"synth{style}_{index:06d}_{FRAME_NUMBER:06d}"
+
+
+def cityscapes_categories() -> list[dict]:
+    """The ``categories`` list createPanopticImgs writes (label ids, eval classes only)."""
+    return [{"id": c.id, "name": c.name, "color": list(c.color),
+             "supercategory": SUPERCATEGORY.get(c.id, "vehicle"), "isthing": int(c.isthing)}
+            for c in sorted(CategorySet.preset("cityscapes"), key=lambda c: c.id)]
+
+
+def generate_dataset(out: str | Path, split: str, num: int, seed: int = 0, height: int = 512,
+                     width: int = 1024, style: str = "default") -> Path:
+    """Render ``num`` frames into ``out`` in the Cityscapes panoptic layout.
+
+    Overwrites the split's JSON (listing exactly these frames). Returns the JSON path.
+    """
+    out = Path(out)
+    city = image_id_of(style, 0).rsplit("_", 2)[0]
+    image_dir = out / "leftImg8bit" / split / city
+    panoptic_dir = out / "gtFine" / f"cityscapes_panoptic_{split}"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    panoptic_dir.mkdir(parents=True, exist_ok=True)
+    renderer = FrameRenderer(height, width, style)
+    images, annotations = [], []
+    for index in range(num):
+        frame = renderer.render(frame_rng(seed, split, style, index))
+        image_id = image_id_of(style, index)
+        write_png(image_dir / f"{image_id}_leftImg8bit.png", frame.image)
+        write_panoptic_png(panoptic_dir / f"{image_id}_gtFine_panoptic.png", frame.ids)
+        images.append({"id": image_id, "width": width, "height": height,
+                       "file_name": f"{image_id}_gtFine_leftImg8bit.png"})
+        annotations.append({"image_id": image_id, "file_name": f"{image_id}_gtFine_panoptic.png",
+                            "segments_info": frame.segments_info})
+    json_path = out / "gtFine" / f"cityscapes_panoptic_{split}.json"
+    with open(json_path, "w") as f:
+        json.dump({"images": images, "annotations": annotations,
+                   "categories": cityscapes_categories()}, f, sort_keys=True, indent=4)
+    return json_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="dataset root to write")
+    parser.add_argument("--split", required=True, help="split name, e.g. train or val")
+    parser.add_argument("--num", type=int, required=True, help="number of frames")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--style", default="default", choices=sorted(STYLES))
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    json_path = generate_dataset(args.out, args.split, args.num, args.seed, args.height,
+                                 args.width, args.style)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {args.num} frames ({args.height}x{args.width}, style {args.style}) and "
+          f"{json_path} in {elapsed:.1f} s ({args.num / elapsed:.1f} frames/s)")
+
+
+if __name__ == "__main__":
+    main()
