@@ -1,0 +1,94 @@
+"""The predict and benchmark command-line tools, run as a user runs them."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import CONFIG_DIR, ROOT
+from upsnet_core.checkpoint import save_checkpoint
+from upsnet_core.data.panoptic_io import read_panoptic_png
+from upsnet_core.inference import Predictor
+from upsnet_core.modeling import build_upsnet
+from upsnet_core.tools import benchmark, predict
+
+
+@pytest.fixture(scope="module")
+def checkpoint(small_config, tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "small.pt", build_upsnet(small_config),
+                           small_config)
+
+
+def _write_images(folder, sizes):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index, (height, width) in enumerate(sizes):
+        cv2.imwrite(str(folder / f"frame{index}.png"), rng.integers(0, 255, (height, width, 3), np.uint8))
+
+
+def test_predict_folder_writes_coco_panoptic_and_overlays(checkpoint, tmp_path):
+    sizes = [(75, 123), (64, 64)]
+    _write_images(tmp_path / "in", sizes)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    assert predict.main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"),
+                         "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [c["id"] for c in predictions["categories"]][:2] == [7, 8]
+    assert len(predictions["annotations"]) == 2
+    for entry, size in zip(predictions["annotations"], sizes):
+        ids = read_panoptic_png(tmp_path / "out" / "panoptic" / entry["file_name"])
+        assert ids.shape == size
+        assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in entry["segments_info"]}
+        for segment in entry["segments_info"]:
+            assert int((ids == segment["id"]).sum()) == segment["area"]
+        overlay = cv2.imread(str(tmp_path / "out" / "overlay" / entry["file_name"]))
+        assert overlay.shape == (*size, 3)
+
+
+def test_predict_single_image_as_a_user_runs_it(checkpoint, tmp_path):
+    _write_images(tmp_path, [(40, 60)])
+    completed = subprocess.run(
+        [sys.executable, "-m", "upsnet_core.tools.predict", "--checkpoint", str(checkpoint),
+         "--input", str(tmp_path / "frame0.png"), "--output", str(tmp_path / "out")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "1/1 images segmented" in completed.stdout
+
+
+def test_predict_reports_missing_checkpoint_and_input(checkpoint, tmp_path, capsys):
+    assert predict.main(["--checkpoint", str(tmp_path / "none.pt"), "--input", str(tmp_path),
+                         "--output", str(tmp_path / "out")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "missing"),
+                         "--output", str(tmp_path / "out")]) == 2
+    assert "input not found" in capsys.readouterr().err
+
+
+def test_predictor_resizes_and_maps_back(checkpoint):
+    predictor = Predictor.from_checkpoint(checkpoint, "cpu", input_long_side=64)
+    image = np.random.default_rng(1).integers(0, 255, (90, 160, 3), np.uint8)
+    result = predictor(image)
+    assert tuple(result.panoptic.shape) == (90, 160)
+    with pytest.raises(ValueError, match="empty"):
+        predictor(np.zeros((0, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        predictor(np.zeros((10, 10), np.uint8))
+
+
+def test_benchmark_reports_every_stage(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--config", str(CONFIG_DIR / "upsnet_small.yaml"), "--height", "64",
+                           "--width", "96", "--runs", "2", "--warmup", "1", "--device", "cpu",
+                           "--score-threshold", "0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["stages"]) == {"backbone", "rpn", "roi_heads", "semantic_head", "panoptic_head", "total"}
+    stage_sum = sum(v["median_ms"] for k, v in report["stages"].items() if k != "total")
+    assert 0 < stage_sum <= report["stages"]["total"]["median_ms"] * 1.05
+    assert report["device"].startswith("cpu")
+    assert "panoptic head + post-processing" in capsys.readouterr().out

@@ -1,0 +1,83 @@
+"""Running a trained model on camera-style images (numpy RGB), at a chosen input size."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .config import UPSNetConfig
+from .modeling import PanopticResult, UPSNet
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks the first GPU when there is one, else the CPU; ``cpu``/``cuda[:N]`` as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
+    return resolved
+
+
+def scaled_size(height: int, width: int, long_side: int | None) -> tuple[int, int]:
+    """The size with the long side set to ``long_side`` (aspect ratio kept); unchanged when None."""
+    if not long_side:
+        return height, width
+    scale = long_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def check_rgb_image(image: np.ndarray) -> None:
+    """Raise a clear error unless ``image`` is a non-empty ``(H, W, 3)`` uint8 array."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 image, got {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty ({image.shape})")
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float in [0, 1]."""
+    check_rgb_image(image)
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+class Predictor:
+    """Model + device + input size: ``predictor(rgb_uint8)`` gives a result at the image's size.
+
+    ``input_long_side`` resizes the image (long side, aspect kept) before the network;
+    the label image is mapped back to the original size (nearest), with segment areas
+    and boxes computed for that size.
+    """
+
+    def __init__(self, model: UPSNet, config: UPSNetConfig, device: str = "auto",
+                 input_long_side: int | None = None):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.input_long_side = input_long_side
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto",
+                        input_long_side: int | None = None) -> "Predictor":
+        model, config = load_model(path)
+        return cls(model, config, device, input_long_side)
+
+    @property
+    def categories(self):
+        return self.model.categories
+
+    def __call__(self, image: np.ndarray) -> PanopticResult:
+        check_rgb_image(image)
+        height, width = image.shape[:2]
+        size = scaled_size(height, width, self.input_long_side)
+        if size != (height, width):
+            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        tensor = image_to_tensor(image).to(self.device)
+        return self.model.predict([tensor], output_sizes=[(height, width)])[0]

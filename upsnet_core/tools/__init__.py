@@ -1,0 +1,1 @@
+"""Command-line tools: predict, benchmark, demo."""
