@@ -126,3 +126,15 @@ def test_output_size_maps_labels_back(model):
     assert tuple(result.panoptic.shape) == (96, 160)
     for segment in result.segments:
         assert int((result.panoptic == segment["id"]).sum()) == segment["area"]
+
+
+def test_heuristic_merge_gives_a_valid_label_image(model):
+    model.eval()
+    model.inference_config.score_threshold, original = 0.0, model.inference_config.score_threshold
+    try:
+        result = model.predict([torch.rand(3, 64, 96)], merge="heuristic")[0]
+    finally:
+        model.inference_config.score_threshold = original
+    assert {s["id"] for s in result.segments} == set(result.panoptic.unique().tolist()) - {0}
+    with pytest.raises(ValueError, match="merge must be"):
+        model.predict([torch.rand(3, 32, 32)], merge="average")

@@ -117,3 +117,15 @@ def test_stuff_area_threshold_scales_with_image_area():
     config = InferenceConfig(stuff_area=2048, stuff_area_reference=[1024, 2048])
     assert post.stuff_area_threshold(config, (1024, 2048)) == 2048
     assert post.stuff_area_threshold(config, (512, 1024)) == 512
+
+
+def test_heuristic_merge_pastes_by_score_and_fills_stuff():
+    # semantic: stuff 0 left, thing index 2 right; instance 0 covers the right half,
+    # instance 1 overlaps it by 2 of 4 cells (> 0.3): dropped; instance 2 barely overlaps.
+    semantic = torch.tensor([[0, 0, 2, 2], [0, 0, 2, 2]])
+    first = _mask([(0, 2), (0, 3), (1, 2), (1, 3)], (2, 4))
+    second = _mask([(0, 1), (0, 2), (1, 1), (1, 2)], (2, 4))
+    third = _mask([(0, 0), (1, 0), (0, 1), (0, 3)], (2, 4))  # 1 of 4 cells taken: pasted
+    channels = post.heuristic_channels(torch.stack([first, second, third]), semantic, NUM_STUFF, 0.3)
+    assert channels.tolist() == [[NUM_STUFF + 2, NUM_STUFF + 2, NUM_STUFF, NUM_STUFF],
+                                 [NUM_STUFF + 2, 0, NUM_STUFF, NUM_STUFF]]

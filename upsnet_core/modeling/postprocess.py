@@ -87,6 +87,30 @@ def assign_instance_classes(channels: Tensor, semantic_argmax: Tensor, thing_lab
     return torch.where(stuff_majority, mode, thing_index)
 
 
+def heuristic_channels(masks: Tensor, semantic_argmax: Tensor, num_stuff: int,
+                       overlap_threshold: float) -> Tensor:
+    """The baseline merge of Kirillov et al. / Panoptic FPN, in the channel encoding of
+    the panoptic head (stuff index, ``num_stuff + i`` for instance i, last for void).
+
+    Instances (``masks (K, h, w)`` bool, best first) are pasted one canvas for all
+    classes: a mask overlapping the pasted ones by more than ``overlap_threshold`` of
+    its area is dropped, otherwise its free part is pasted. Other cells take the
+    semantic head's class when it is stuff and are void when it is a thing class.
+    """
+    count = len(masks)
+    void = num_stuff + count
+    channels = torch.where(semantic_argmax < num_stuff, semantic_argmax, void)
+    occupied = torch.zeros_like(semantic_argmax, dtype=torch.bool)
+    areas = masks.flatten(1).sum(1).tolist()
+    for index, (mask, area) in enumerate(zip(masks, areas)):
+        if area == 0 or int((mask & occupied).sum()) > overlap_threshold * area:
+            continue
+        free = mask & ~occupied
+        channels[free] = num_stuff + index
+        occupied |= free
+    return channels
+
+
 def channel_ids(categories: CategorySet, instance_classes: Tensor, present: Tensor) -> Tensor:
     """Label-image id of every panoptic channel: stuff, instances, unknown (VOID_ID).
 

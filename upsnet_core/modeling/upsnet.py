@@ -101,11 +101,13 @@ class UPSNet(nn.Module):
     @torch.no_grad()
     def predict(self, images: list[Tensor] | Tensor,
                 output_sizes: list[tuple[int, int]] | None = None,
-                timer: Timer = no_timer) -> list[post.PanopticResult]:
+                timer: Timer = no_timer, merge: str = "upsnet") -> list[post.PanopticResult]:
         """Panoptic results, each at its ``output_sizes`` entry (default: its input size).
 
         Pass ``output_sizes`` when the images were resized before inference: the label
-        image is mapped back (nearest) to the original camera size.
+        image is mapped back (nearest) to the original camera size. ``merge="heuristic"``
+        replaces the panoptic head with the paper's baseline (instances pasted by score
+        without overlap, stuff from the semantic head elsewhere) on the same outputs.
         """
         with timer("backbone"):
             batch = self.batcher(images)
@@ -124,7 +126,7 @@ class UPSNet(nn.Module):
         with timer("semantic_head"):
             logits = self.semantic_head(levels)
         with timer("panoptic_head"):
-            return [self._panoptic_result(l, d, m, s, o)
+            return [self._panoptic_result(l, d, m, s, o, merge)
                     for l, d, m, s, o in zip(logits, kept, mask_logits, sizes, output_sizes)]
 
     def _prune(self, detections: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -134,30 +136,45 @@ class UPSNet(nn.Module):
         return {k: v[keep] for k, v in detections.items()}
 
     def _panoptic_result(self, logits: Tensor, detections: dict[str, Tensor], mask_logits: Tensor,
-                         input_size: tuple[int, int], output_size: tuple[int, int]) -> post.PanopticResult:
-        """Mask pruning, panoptic logits, class assignment and the label image of one image.
+                         input_size: tuple[int, int], output_size: tuple[int, int],
+                         merge: str) -> post.PanopticResult:
+        """Merge semantic and instance outputs of one image into its label image.
 
-        ``logits (C, h_pad, w_pad)`` are cropped to the cells that cover the image.
+        ``logits (C, h_pad, w_pad)`` are cropped to the cells that cover the image. Both
+        merges decide one channel per cell (stuff index, ``num_stuff + i`` for instance
+        ``i``, or the last channel for unknown/void) and share the rendering.
         """
         height, width = -(-input_size[0] // HEAD_STRIDE), -(-input_size[1] // HEAD_STRIDE)
         logits = logits[:, :height, :width].float()
         boxes, labels, scores = detections["boxes"], detections["labels"], detections["scores"]
         pasted = paste_mask_logits(mask_logits.float(), boxes, (height, width), HEAD_STRIDE)
-        keep = post.prune_overlapping_masks(pasted > 0, labels, self.inference_config.mask_overlap_threshold)
-        boxes, labels, scores, pasted = boxes[keep], labels[keep], scores[keep], pasted[keep]
-        channels = self.panoptic_head(logits, boxes, labels, pasted).argmax(dim=0)
-        instance_classes = post.assign_instance_classes(
-            channels, logits.argmax(dim=0), labels, self.categories.num_stuff, self.categories.num_classes)
-        won = torch.bincount(channels.flatten(), minlength=len(pasted) + self.categories.num_stuff + 1)
-        ids = post.channel_ids(self.categories, instance_classes, won[self.categories.num_stuff:-1] > 0)
-        cell_ids = ids[channels]
+        num_stuff, overlap = self.categories.num_stuff, self.inference_config.mask_overlap_threshold
+        semantic_argmax = logits.argmax(dim=0)
+        if merge == "upsnet":
+            keep = post.prune_overlapping_masks(pasted > 0, labels, overlap)
+            boxes, labels, scores, pasted = boxes[keep], labels[keep], scores[keep], pasted[keep]
+            channels = self.panoptic_head(logits, boxes, labels, pasted).argmax(dim=0)
+            instance_classes = post.assign_instance_classes(
+                channels, semantic_argmax, labels, num_stuff, self.categories.num_classes)
+        elif merge == "heuristic":
+            channels = post.heuristic_channels(pasted > 0, semantic_argmax, num_stuff, overlap)
+            instance_classes = num_stuff + labels - 1
+        else:
+            raise ValueError(f"merge must be 'upsnet' or 'heuristic', got {merge!r}")
+        won = torch.bincount(channels.flatten(), minlength=num_stuff + len(labels) + 1)
+        ids = post.channel_ids(self.categories, instance_classes, won[num_stuff:-1] > 0)
+        instance_scores = {i: s for i, s in zip(ids[num_stuff:-1].tolist(), scores.tolist())
+                           if i % LABEL_DIVISOR}
+        return self._render(ids[channels], instance_scores, input_size, output_size)
+
+    def _render(self, cell_ids: Tensor, instance_scores: dict[int, float],
+                input_size: tuple[int, int], output_size: tuple[int, int]) -> post.PanopticResult:
+        """Label image at ``output_size`` from the label ids of the heads' cells."""
         rows = post.output_index(output_size[0], input_size[0], HEAD_STRIDE, cell_ids.device)
         cols = post.output_index(output_size[1], input_size[1], HEAD_STRIDE, cell_ids.device)
         stats = post.segment_stats(cell_ids, rows, cols)
         cell_ids, stats = post.void_small_stuff(
             cell_ids, stats, post.stuff_area_threshold(self.inference_config, output_size))
-        instance_scores = {i: s for i, s in zip(ids[self.categories.num_stuff:-1].tolist(), scores.tolist())
-                           if i % LABEL_DIVISOR}
         panoptic, semantic = post.render(cell_ids, rows, cols)
         return post.PanopticResult(panoptic, semantic,
                                    post.segments_info(stats, self.categories, instance_scores))
