@@ -30,6 +30,9 @@ VOID_ID = 0
 LABEL_DIVISOR = 1000
 """Label image value = ``category_id * LABEL_DIVISOR + instance_index``."""
 
+MAX_CATEGORY_ID = 254
+"""Largest category id: the 8-bit semantic image uses 255 for unknown."""
+
 PRESETS = ("cityscapes", "coco_panoptic")
 
 
@@ -68,8 +71,11 @@ class CategorySet:
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"duplicate category ids {duplicates}")
-        if any(c.id <= VOID_ID for c in categories):
-            raise ValueError(f"category ids must be > {VOID_ID} (the void id); got {sorted(ids)}")
+        out_of_range = sorted(i for i in ids if not VOID_ID < i < MAX_CATEGORY_ID + 1)
+        if out_of_range:
+            # 0 is void in the label image; 255 is unknown in the 8-bit semantic image.
+            raise ValueError(f"category ids must be in {VOID_ID + 1}..{MAX_CATEGORY_ID}; "
+                             f"got {out_of_range}")
         self.stuff = [c for c in categories if not c.isthing]
         self.things = [c for c in categories if c.isthing]
         if not self.things:
