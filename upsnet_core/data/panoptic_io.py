@@ -9,6 +9,7 @@ calls instead of one full-image pass per segment.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -21,17 +22,34 @@ MAX_RGB_ID = 256 ** 3 - 1
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB -> ``(H, W)`` int32 segment ids."""
-    rgb = rgb.astype(np.int32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    return _rgba_to_id(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2RGBA))
+
+
+def _rgba_to_id(rgba: np.ndarray) -> np.ndarray:
+    ids = rgba.view("<u4")[..., 0]
+    ids &= 0xFFFFFF
+    return ids.view(np.int32)
 
 
 def id_to_rgb(ids: np.ndarray) -> np.ndarray:
     """``(H, W)`` integer ids in ``0 .. 2**24 - 1`` -> ``(H, W, 3)`` uint8 RGB."""
-    ids = np.asarray(ids, dtype=np.int64)
+    return np.ascontiguousarray(_id_to_rgba(ids)[..., :3])
+
+
+def _id_to_rgba(ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids)
     if ids.size and (ids.min() < 0 or ids.max() > MAX_RGB_ID):
         raise ValueError(f"segment ids must lie in 0 .. {MAX_RGB_ID} to fit an RGB PNG; "
                          f"got {ids.min()} .. {ids.max()}")
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    return ids.astype("<u4").view(np.uint8).reshape(ids.shape + (4,))
+
+
+def load_json(path: str | Path) -> dict:
+    """A JSON file's content; a missing file is a FileNotFoundError naming it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"JSON file {path} does not exist")
+    with open(path) as f:
+        return json.load(f)
 
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:
@@ -44,24 +62,38 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise ValueError(f"panoptic PNG {path} must be 8-bit RGB; got shape {bgr.shape}, "
                          f"dtype {bgr.dtype}")
-    return rgb_to_id(bgr[..., ::-1])
+    return _rgba_to_id(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA))
 
 
-def write_png(path: str | Path, image: np.ndarray) -> None:
-    """Write an ``(H, W, 3)`` uint8 RGB image as PNG (fast, deterministic settings)."""
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1,
-              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
-    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.10: one cheap filter, not all five
-        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]), params)
+def _png_params(strategy: int, row_filter: str) -> list[int]:
+    """Level-1 deflate with one fixed row filter (OpenCV >= 4.10; else libpng's choice)."""
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, strategy]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        params += [cv2.IMWRITE_PNG_FILTER, getattr(cv2, f"IMWRITE_PNG_FILTER_{row_filter}")]
+    return params
+
+
+def _write(path: str | Path, bgr: np.ndarray, params: list[int]) -> None:
+    ok, data = cv2.imencode(".png", bgr, params)
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
     Path(path).write_bytes(data.tobytes())
 
 
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` uint8 RGB photo as PNG (fast, deterministic settings)."""
+    bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+    _write(path, bgr, _png_params(cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY, "UP"))
+
+
 def write_panoptic_png(path: str | Path, ids: np.ndarray) -> None:
-    """Write ``(H, W)`` integer segment ids as an RGB panoptic PNG."""
-    write_png(path, id_to_rgb(ids))
+    """Write ``(H, W)`` integer segment ids as an RGB panoptic PNG.
+
+    Unfiltered rows: label images still compress ~100x and decode ~3x faster than with
+    row filters, which matters to every reader (data loading, evaluation).
+    """
+    bgr = cv2.cvtColor(_id_to_rgba(ids), cv2.COLOR_RGBA2BGR)
+    _write(path, bgr, _png_params(cv2.IMWRITE_PNG_STRATEGY_DEFAULT, "NONE"))
 
 
 class IdIndexer:
@@ -93,11 +125,11 @@ class IdIndexer:
         if low < 0 or high > MAX_RGB_ID:
             raise ValueError(f"segment ids must lie in 0 .. {MAX_RGB_ID}; got {low} .. {high}")
         if high >= len(self._table):
-            self._table = np.full(max(high + 1, 2 * len(self._table)), -1, dtype=np.int16)
+            self._table = np.full(1 << high.bit_length(), -1, dtype=np.int16)
         table = self._table
         table[ids] = np.arange(1, len(ids) + 1, dtype=np.int16)
         table[0] = 0
-        index_map = table[id_map]
+        index_map = np.take(table, id_map)
         table[ids] = -1
         table[0] = -1
         return index_map

@@ -3,7 +3,7 @@
 Command line::
 
     python -m upsnet_core.data.synthetic --out DIR --split train --num 100 --seed 0 \\
-        --height 512 --width 1024 [--style default|dusk]
+        --height 512 --width 1024 [--style default|dusk] [--workers 2]
 
 writes exactly what Cityscapes' ``createPanopticImgs`` produces for a real split::
 
@@ -13,13 +13,16 @@ writes exactly what Cityscapes' ``createPanopticImgs`` produces for a real split
 
 with Cityscapes' id scheme in the panoptic PNG (``id = R + 256 G + 256^2 B``): void 0,
 stuff and crowd regions = category id, thing instance ``k`` (0-based, as in Cityscapes'
-``instanceIds``) = ``category_id * 1000 + k``. Frame ``i`` depends only on
-``(seed, split, style, i)``: the same arguments give the same bytes.
+``instanceIds``) = ``category_id * 1000 + k``. The city is ``synth<style>``, the sequence
+number the frame index and the frame number 19. Frame ``i`` depends only on
+``(seed, split, style, i)``: the same arguments give the same bytes. The styles
+(``default``, ``dusk``) differ in light, sky, fog, noise and colour grading.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 import zlib
 from dataclasses import dataclass
@@ -39,6 +42,8 @@ SUPERCATEGORY = {7: "flat", 8: "flat", 11: "construction", 12: "construction",
 FRAME_NUMBER = 19
 """Cityscapes annotates the 20th frame of each snippet (``..._000019``)."""
 TEXTURE_PAD = 64
+CATEGORIES = CategorySet.preset("cityscapes")
+THING_IDS = frozenset(c.id for c in CATEGORIES.things)
 
 
 @dataclass
@@ -89,9 +94,9 @@ class FrameRenderer:
         canvas = Canvas(self.height, self.width)
         camera = SceneBuilder(rng, canvas, self.style).build()
         image = self._appearance(rng, canvas, camera.horizon)
-        segment_map = np.asarray(canvas.part_segment, dtype=np.uint16)[canvas.parts]
+        segment_map = np.take(np.asarray(canvas.part_segment, dtype=np.uint16), canvas.parts)
         ids_of_segment = segment_ids(canvas.segments)
-        return SyntheticFrame(image, ids_of_segment[segment_map],
+        return SyntheticFrame(image, np.take(ids_of_segment, segment_map),
                               segments_info(segment_map, ids_of_segment))
 
     def _crop(self, rng: np.random.Generator, field: np.ndarray) -> np.ndarray:
@@ -106,16 +111,21 @@ class FrameRenderer:
         grey = colors.mean(axis=1, keepdims=True)
         colors = (grey + st.saturation * (colors - grey)) * np.asarray(st.tint, np.float32)
         amplitude = np.asarray(canvas.part_texture, dtype=np.float32)
-        factor = 1 + amplitude[:, 0][parts] * self._crop(rng, self.fine)
-        factor += amplitude[:, 1][parts] * self._crop(rng, self.coarse)
+        factor = np.take(amplitude[:, 0], parts) * self._crop(rng, self.fine)
+        factor += np.take(amplitude[:, 1], parts) * self._crop(rng, self.coarse)
+        factor += 1
         factor *= self._light(rng)
-        image = colors[parts] * factor[..., None]
+        image = np.take(colors, parts, axis=0)
+        image *= factor[..., None]
         rows = np.arange(self.height, dtype=np.float32)[:, None, None]
         fog = rng.uniform(*st.fog) * np.exp(-np.abs(rows - horizon) / (0.15 * self.height))
-        image += fog * (np.asarray(st.fog_color, np.float32) - image)
-        image += (st.noise * rng.uniform(0.5, 1.5)) * self._crop(rng, self.noise)
+        image *= 1 - fog
+        image += fog * np.asarray(st.fog_color, np.float32)
+        noise = np.float32(st.noise * rng.uniform(0.5, 1.5))
+        cv2.scaleAdd(self._crop(rng, self.noise), noise, image, dst=image)
         image = cv2.GaussianBlur(image, (3, 3), 0.6)
-        return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+        np.maximum(image, 0, out=image)
+        return cv2.convertScaleAbs(image, alpha=255)
 
     def _light(self, rng: np.random.Generator) -> np.ndarray:
         """``(H, W)`` float32 illumination: brightness, a sideways gradient, vignetting."""
@@ -134,7 +144,6 @@ def segments_info(segment_map: np.ndarray, ids_of_segment: np.ndarray) -> list[d
         ids_of_segment: ``(S,)`` Cityscapes panoptic id per canvas segment.
     """
     areas, boxes = segment_areas_and_boxes(segment_map, len(ids_of_segment))
-    things = {c.id for c in CategorySet.preset("cityscapes").things}
     entries = []
     for s in np.argsort(ids_of_segment, kind="stable"):
         segment_id = int(ids_of_segment[s])
@@ -143,48 +152,83 @@ def segments_info(segment_map: np.ndarray, ids_of_segment: np.ndarray) -> list[d
         category_id = segment_id if segment_id < LABEL_DIVISOR else segment_id // LABEL_DIVISOR
         entries.append({"id": segment_id, "category_id": category_id, "area": int(areas[s]),
                         "bbox": [int(v) for v in boxes[s]],
-                        "iscrowd": int(segment_id < LABEL_DIVISOR and category_id in things)})
+                        "iscrowd": int(segment_id < LABEL_DIVISOR and category_id in THING_IDS)})
     return entries
 
 
+def city_of(style: str) -> str:
+    return f"synth{style}"
+
+
 def image_id_of(style: str, index: int) -> str:
-    """``<city>_<seq>_<frame>`` name of frame ``index``; the city is ``synth<style>``."""
-    return f"synth{style}_{index:06d}_{FRAME_NUMBER:06d}"
+    """``<city>_<seq>_<frame>`` name of frame ``index``."""
+    return f"{city_of(style)}_{index:06d}_{FRAME_NUMBER:06d}"
 
 
 def cityscapes_categories() -> list[dict]:
     """The ``categories`` list createPanopticImgs writes (label ids, eval classes only)."""
     return [{"id": c.id, "name": c.name, "color": list(c.color),
              "supercategory": SUPERCATEGORY.get(c.id, "vehicle"), "isthing": int(c.isthing)}
-            for c in sorted(CategorySet.preset("cityscapes"), key=lambda c: c.id)]
+            for c in sorted(CATEGORIES, key=lambda c: c.id)]
+
+
+class _FrameWriter:
+    """Renders frame ``index`` and writes its two PNGs; returns its JSON entries."""
+
+    def __init__(self, out: Path, split: str, seed: int, height: int, width: int, style: str):
+        self.out, self.split, self.seed, self.style = out, split, seed, style
+        self.size = (height, width)
+        self._renderer: FrameRenderer | None = None
+
+    def __call__(self, index: int) -> tuple[dict, dict]:
+        if self._renderer is None:
+            self._renderer = FrameRenderer(*self.size, self.style)
+        frame = self._renderer.render(frame_rng(self.seed, self.split, self.style, index))
+        image_id = image_id_of(self.style, index)
+        write_png(self.out / "leftImg8bit" / self.split / city_of(self.style)
+                  / f"{image_id}_leftImg8bit.png", frame.image)
+        write_panoptic_png(self.out / "gtFine" / f"cityscapes_panoptic_{self.split}"
+                           / f"{image_id}_gtFine_panoptic.png", frame.ids)
+        image = {"id": image_id, "width": self.size[1], "height": self.size[0],
+                 "file_name": f"{image_id}_gtFine_leftImg8bit.png"}
+        annotation = {"image_id": image_id, "file_name": f"{image_id}_gtFine_panoptic.png",
+                      "segments_info": frame.segments_info}
+        return image, annotation
+
+
+_WORKER_WRITER: _FrameWriter | None = None
+
+
+def _init_worker(writer: _FrameWriter) -> None:
+    global _WORKER_WRITER
+    _WORKER_WRITER = writer
+
+
+def _write_in_worker(index: int) -> tuple[dict, dict]:
+    return _WORKER_WRITER(index)
 
 
 def generate_dataset(out: str | Path, split: str, num: int, seed: int = 0, height: int = 512,
-                     width: int = 1024, style: str = "default") -> Path:
+                     width: int = 1024, style: str = "default", workers: int = 1) -> Path:
     """Render ``num`` frames into ``out`` in the Cityscapes panoptic layout.
 
+    ``workers > 1`` renders in that many processes; the bytes written do not depend on it.
     Overwrites the split's JSON (listing exactly these frames). Returns the JSON path.
     """
     out = Path(out)
-    city = image_id_of(style, 0).rsplit("_", 2)[0]
-    image_dir = out / "leftImg8bit" / split / city
-    panoptic_dir = out / "gtFine" / f"cityscapes_panoptic_{split}"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    panoptic_dir.mkdir(parents=True, exist_ok=True)
-    renderer = FrameRenderer(height, width, style)
-    images, annotations = [], []
-    for index in range(num):
-        frame = renderer.render(frame_rng(seed, split, style, index))
-        image_id = image_id_of(style, index)
-        write_png(image_dir / f"{image_id}_leftImg8bit.png", frame.image)
-        write_panoptic_png(panoptic_dir / f"{image_id}_gtFine_panoptic.png", frame.ids)
-        images.append({"id": image_id, "width": width, "height": height,
-                       "file_name": f"{image_id}_gtFine_leftImg8bit.png"})
-        annotations.append({"image_id": image_id, "file_name": f"{image_id}_gtFine_panoptic.png",
-                            "segments_info": frame.segments_info})
+    get_style(style)
+    (out / "leftImg8bit" / split / city_of(style)).mkdir(parents=True, exist_ok=True)
+    (out / "gtFine" / f"cityscapes_panoptic_{split}").mkdir(parents=True, exist_ok=True)
+    writer = _FrameWriter(out, split, seed, height, width, style)
+    if workers > 1:
+        with multiprocessing.Pool(workers, _init_worker, (writer,)) as pool:
+            entries = pool.map(_write_in_worker, range(num), chunksize=4)
+    else:
+        entries = [writer(index) for index in range(num)]
     json_path = out / "gtFine" / f"cityscapes_panoptic_{split}.json"
     with open(json_path, "w") as f:
-        json.dump({"images": images, "annotations": annotations,
+        json.dump({"images": [image for image, _ in entries],
+                   "annotations": [annotation for _, annotation in entries],
                    "categories": cityscapes_categories()}, f, sort_keys=True, indent=4)
     return json_path
 
@@ -198,10 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--style", default="default", choices=sorted(STYLES))
+    parser.add_argument("--workers", type=int, default=1, help="processes (same output)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     json_path = generate_dataset(args.out, args.split, args.num, args.seed, args.height,
-                                 args.width, args.style)
+                                 args.width, args.style, args.workers)
     elapsed = time.perf_counter() - start
     print(f"wrote {args.num} frames ({args.height}x{args.width}, style {args.style}) and "
           f"{json_path} in {elapsed:.1f} s ({args.num / elapsed:.1f} frames/s)")

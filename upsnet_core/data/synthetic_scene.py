@@ -102,10 +102,12 @@ class Camera:
     image_height: int
 
     def project(self, points: np.ndarray) -> np.ndarray:
-        """``(N, 3)`` world points (X, Y, Z), Z > 0 -> ``(N, 2)`` pixel (u, v)."""
-        z = points[:, 2]
-        return np.stack([self.cx + self.focal * points[:, 0] / z,
-                         self.horizon + self.focal * (self.height - points[:, 1]) / z], axis=1)
+        """``(..., 3)`` world points (X, Y, Z), Z > 0 -> ``(..., 2)`` pixel (u, v)."""
+        scale = self.focal / points[..., 2]
+        out = np.empty(points.shape[:-1] + (2,))
+        out[..., 0] = self.cx + scale * points[..., 0]
+        out[..., 1] = self.horizon + scale * (self.height - points[..., 1])
+        return out
 
     @property
     def near_z(self) -> float:
@@ -155,8 +157,8 @@ class Canvas:
         self.part_texture.append(texture)
         return len(self.part_segment) - 1
 
-    def polygons(self, part: int, polygons: list[np.ndarray]) -> None:
-        """Fill ``(N, 2)`` pixel polygons (float) with ``part``."""
+    def polygons(self, part: int, polygons: list[np.ndarray] | np.ndarray) -> None:
+        """Fill pixel polygons (float ``(K, 2)`` each, or one ``(N, K, 2)`` array)."""
         cv2.fillPoly(self.parts, [np.round(p * ONE).astype(np.int32) for p in polygons],
                      int(part), cv2.LINE_8, SHIFT)
 
@@ -318,8 +320,9 @@ class SceneBuilder:
         z = self.min_z - rng.uniform(0, 10)
         blocks = []
         while z < 220:
-            length = rng.uniform(6, 30) * (1 + z / 60)
-            blocks.append((z, z + length))
+            length = rng.uniform(6, 30) * (1 + max(z, 0) / 60)
+            if z + length > self.min_z:
+                blocks.append((z, z + length))
             z += length
         kinds = ("building", "building", "building", "vegetation", "wall", "fence", "gap")
         for z0, z1 in reversed(blocks):
@@ -342,14 +345,15 @@ class SceneBuilder:
         glass = c.part(segment, jitter(rng, DARK_GLASS, 0.3), (0.03, 0.05))
         step_z, step_y = rng.uniform(2.5, 4.0), rng.uniform(2.8, 3.4)
         win_z, win_y = step_z * rng.uniform(0.35, 0.6), step_y * rng.uniform(0.35, 0.55)
-        windows = []
-        for wz in np.arange(max(z0, self.min_z) + 0.5, z1 - win_z, step_z):
-            if self.camera.pixels_per_metre(wz) * win_y < 2.0:
-                break
-            for wy in np.arange(1.0, height - win_y - 0.5, step_y):
-                windows.append(self.wall_quad(x, wz, wz + win_z, wy, wy + win_y))
-        if windows:
-            c.polygons(glass, windows)
+        zs = np.arange(max(z0, self.min_z) + 0.5, z1 - win_z, step_z)
+        zs = zs[self.camera.focal / zs * win_y >= 2.0]  # windows at least 2 px tall
+        ys = np.arange(1.0, height - win_y - 0.5, step_y)
+        if len(zs) and len(ys):
+            wz, wy = (a.ravel() for a in np.meshgrid(zs, ys))
+            corners = np.stack([np.stack([np.full_like(wz, x), wy + dy, wz + dz], axis=1)
+                                for dz, dy in ((0, 0), (win_z, 0), (win_z, win_y), (0, win_y))],
+                               axis=1)
+            c.polygons(glass, self.camera.project(corners))
 
     def _hedge(self, x: float, z0: float, z1: float, height: float) -> None:
         c, rng = self.canvas, self.rng
@@ -488,7 +492,7 @@ class SceneBuilder:
                                   height=rng.uniform(3.0, 3.4))
         else:
             bike = MOTORCYCLE if rng.random() < 0.5 else BICYCLE
-            self.objects.append((z, lambda: self._rider(bike, x, z)))  # locals: not rebound
+            self.objects.append((z, lambda: self._rider(bike, x, z)))
 
     def _add_box_vehicle(self, category_id: int, x: float, z: float, length: float,
                          width: float, height: float) -> None:
