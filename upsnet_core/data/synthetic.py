@@ -107,20 +107,19 @@ class FrameRenderer:
                     horizon: float) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB: part colours x texture x light, fog, sensor noise."""
         st, parts = self.style, canvas.parts
-        colors = np.asarray(canvas.part_color, dtype=np.float32)
+        colors = np.clip(np.asarray(canvas.part_color, dtype=np.float32), 0.0, 1.0)
         grey = colors.mean(axis=1, keepdims=True)
         colors = (grey + st.saturation * (colors - grey)) * np.asarray(st.tint, np.float32)
         amplitude = np.asarray(canvas.part_texture, dtype=np.float32)
         factor = np.take(amplitude[:, 0], parts) * self._crop(rng, self.fine)
         factor += np.take(amplitude[:, 1], parts) * self._crop(rng, self.coarse)
         factor += 1
-        factor *= self._light(rng)
+        rows = np.arange(self.height, dtype=np.float32)[:, None]
+        fog = rng.uniform(*st.fog) * np.exp(-np.abs(rows - horizon) / (0.15 * self.height))
+        factor *= self._light(rng) * (1 - fog)
         image = np.take(colors, parts, axis=0)
         image *= factor[..., None]
-        rows = np.arange(self.height, dtype=np.float32)[:, None, None]
-        fog = rng.uniform(*st.fog) * np.exp(-np.abs(rows - horizon) / (0.15 * self.height))
-        image *= 1 - fog
-        image += fog * np.asarray(st.fog_color, np.float32)
+        image += fog[..., None] * np.asarray(st.fog_color, np.float32)
         noise = np.float32(st.noise * rng.uniform(0.5, 1.5))
         cv2.scaleAdd(self._crop(rng, self.noise), noise, image, dst=image)
         image = cv2.GaussianBlur(image, (3, 3), 0.6)

@@ -24,6 +24,7 @@ PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = 24, 25, 26, 27, 28,
 
 SHIFT = 4
 """Sub-pixel bits used for cv2 drawing."""
+MAX_PARTS = np.iinfo(np.uint16).max
 ONE = 1 << SHIFT
 FAR_Z = 1000.0
 """Depth (m) that stands for the horizon."""
@@ -130,7 +131,7 @@ class Canvas:
     width: int
     parts: np.ndarray = field(init=False)
     part_segment: list[int] = field(default_factory=lambda: [0])
-    part_color: list[RGB] = field(default_factory=lambda: [(0.0, 0.0, 0.0)])
+    part_color: list = field(default_factory=lambda: [(0.0, 0.0, 0.0)])
     part_texture: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 0.0)])
     segments: list[tuple[int, bool]] = field(default_factory=lambda: [(VOID_ID, False)])
     _shared: dict[int, int] = field(default_factory=dict)
@@ -150,17 +151,19 @@ class Canvas:
         return len(self.segments) - 1
 
     def part(self, segment: int, color, texture: tuple[float, float] = THING_TEXTURE) -> int:
-        if len(self.part_segment) >= np.iinfo(np.uint16).max:
+        """A new part of ``segment``; ``color`` RGB in [0, 1] (clipped when rendered)."""
+        if len(self.part_segment) >= MAX_PARTS:
             raise RuntimeError("too many parts in one synthetic frame")
         self.part_segment.append(segment)
-        self.part_color.append(tuple(float(c) for c in np.clip(color, 0.0, 1.0)))
+        self.part_color.append(color)
         self.part_texture.append(texture)
         return len(self.part_segment) - 1
 
     def polygons(self, part: int, polygons: list[np.ndarray] | np.ndarray) -> None:
         """Fill pixel polygons (float ``(K, 2)`` each, or one ``(N, K, 2)`` array)."""
-        cv2.fillPoly(self.parts, [np.round(p * ONE).astype(np.int32) for p in polygons],
-                     int(part), cv2.LINE_8, SHIFT)
+        fixed = (np.round(polygons * ONE).astype(np.int32) if isinstance(polygons, np.ndarray)
+                 else [np.round(p * ONE).astype(np.int32) for p in polygons])
+        cv2.fillPoly(self.parts, fixed, int(part), cv2.LINE_8, SHIFT)
 
     def circle(self, part: int, center, radius: float, thickness: float = -1) -> None:
         cv2.circle(self.parts, _fixed(center), max(int(round(radius * ONE)), ONE), int(part),
