@@ -149,6 +149,8 @@ def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path, data_root):
                        "--max-iters", final]) == 0
     assert read_checkpoint(out / "last.pt")["extra"]["iteration"] == int(final)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    # records the killed runs wrote after their last checkpoint were dropped on resume
+    assert [r["iteration"] for r in records(out)] == list(range(1, int(final) + 1))
 
 
 @pytest.mark.parametrize("number, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
