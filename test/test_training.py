@@ -218,7 +218,7 @@ def test_evaluate_writes_results(tmp_path, data_root, uninterrupted, merge):
     assert evaluate.main(["--checkpoint", str(uninterrupted / "last.pt"), "--data",
                           str(data_root), "--split", "val", "--merge", merge,
                           "--out", str(out)]) == 0
-    results = json.loads(out.read_text())
+    results = json.loads(out.read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
     for group in ("All", "Things", "Stuff"):
         assert set(results["pq"][group]) >= {"pq", "sq", "rq"}
     assert 0.0 <= results["miou"] <= 1.0 and "AP" in results["mask_ap"]

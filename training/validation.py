@@ -103,8 +103,9 @@ class _Evaluators:
 
     def summarize(self) -> dict:
         semantic = self.semantic.summarize()
-        iou = {name: v for name, v in semantic["per_class_iou"].items() if name != UNKNOWN}
-        known = [v for v in iou.values() if not math.isnan(v)]
+        iou = {name: None if math.isnan(v) else v  # None: class neither present nor predicted
+               for name, v in semantic["per_class_iou"].items() if name != UNKNOWN}
+        known = [v for v in iou.values() if v is not None]
         return {"pq": self.panoptic.summarize(),
                 "miou": sum(known) / len(known) if known else 0.0, "per_class_iou": iou,
                 "pixel_accuracy": semantic["pixel_accuracy"],
