@@ -1,6 +1,7 @@
-"""pip install . -- installs only the upsnet_core Python package (no ROS).
+"""pip install . -- installs the upsnet_core library and the training package (no ROS).
 
-For machines without ROS 2 (training clusters, evaluation jobs). The ROS 2
+For machines without ROS 2 (training clusters, evaluation jobs): ``python -m training.train``
+works there as in the repository. The ROS 2
 package (upsnet_ros: node + messages) is built with colcon from package.xml and
 CMakeLists.txt instead; colcon takes the build type from package.xml and
 ignores this file.
@@ -22,7 +23,7 @@ setup(
     license='Apache-2.0',
     author='UPSNet-ROS maintainers',
     author_email='maintainers@upsnet-ros.org',
-    packages=find_packages(include=['upsnet_core', 'upsnet_core.*']),
+    packages=find_packages(include=['upsnet_core', 'upsnet_core.*', 'training', 'training.*']),
     package_data={'upsnet_core': ['**/*.json', '**/*.yaml', '*.json', '*.yaml']},
     include_package_data=False,
     python_requires='>=3.10',
@@ -35,6 +36,7 @@ setup(
         'pillow',
         'tqdm',
         'pycocotools',
+        'tensorboard',
     ],
     # Keep setuptools' intermediate files apart from colcon's build/upsnet_ros.
     options={'build': {'build_base': os.path.join('build', 'setuptools')}},

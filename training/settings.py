@@ -6,13 +6,10 @@ to train), unknown keys are errors, and every error names the offending key.
 """
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
-from upsnet_core.config import UPSNetConfig
+from upsnet_core.config import UPSNetConfig, build_section
 from upsnet_core.data import DATASET_KINDS
 
 
@@ -82,47 +79,16 @@ class DataSettings:
 
 def training_settings(config: UPSNetConfig) -> TrainingSettings:
     """The validated ``training:`` section of ``config``."""
-    settings = _build(TrainingSettings, config.training, "training")
+    settings = build_section(TrainingSettings, config.training, "training")
     _check_training(settings)
     return settings
 
 
 def data_settings(config: UPSNetConfig) -> DataSettings:
     """The validated ``data:`` section of ``config``."""
-    settings = _build(DataSettings, config.data, "data")
+    settings = build_section(DataSettings, config.data, "data")
     _check_data(settings)
     return settings
-
-
-def _build(cls: type, values: Any, section: str):
-    if not isinstance(values, dict):
-        raise ValueError(f"config section '{section}' must be a mapping, got {values!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} in section '{section}'; "
-                         f"known keys: {sorted(known)}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{name: _typed(hints[name], value, f"{section}.{name}")
-                  for name, value in values.items()})
-
-
-def _typed(hint: Any, value: Any, key: str) -> Any:
-    """``value`` checked against ``hint`` (int, float, bool, str, list[...], Optional)."""
-    arguments = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        return _typed(next(a for a in arguments if a is not type(None)), value, key)
-    if typing.get_origin(hint) is list:
-        if not isinstance(value, list):
-            raise ValueError(f"config key '{key}' must be a list, got {value!r}")
-        return [_typed(arguments[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ValueError(f"config key '{key}' must be {hint.__name__}, got {value!r}")
-    return value
 
 
 def _require(condition: bool, key: str, message: str) -> None:

@@ -21,6 +21,9 @@ from .modeling import UPSNet, build_upsnet
 FORMAT = "upsnet-checkpoint"
 FORMAT_VERSION = 1
 
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "upsnet_small_synthetic.pt"
+"""The default model shipped in the repository (see models/MODEL_CARD.md)."""
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, of another format or does not fit the model."""
@@ -50,6 +53,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: UPSNetConfig,
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def default_checkpoint() -> Path:
+    """Path of the shipped default model; a clear error where it is not installed."""
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise CheckpointError(f"no default model at {DEFAULT_CHECKPOINT} (it ships with the "
+                              "repository, not with `pip install .`); pass a checkpoint path")
+    return DEFAULT_CHECKPOINT
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

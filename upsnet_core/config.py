@@ -7,6 +7,7 @@ sections belong to the training pipeline and are kept as plain mappings here.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,45 +135,47 @@ class UPSNetConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, values: Any, path: str):
-    """Instantiate dataclass ``cls`` from a mapping, recursing into nested dataclasses."""
+def build_section(cls: type, values: Any, path: str):
+    """Instantiate dataclass ``cls`` from a mapping, checking every value against its type
+    hint and recursing into nested dataclasses; errors name the key (``path.key``)."""
     if not isinstance(values, dict):
         raise ValueError(f"config section '{path or 'root'}' must be a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown} in section '{path or 'root'}'; "
                          f"known keys: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        key = f"{path}.{name}" if path else name
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key)
-        else:
-            kwargs[name] = _check_scalar(hint, value, key)
-    return cls(**kwargs)
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _typed(hints[name], value, f"{path}.{name}" if path else name)
+                  for name, value in values.items()})
 
 
-def _check_scalar(hint: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
+def _typed(hint: Any, value: Any, key: str) -> Any:
+    """``value`` checked against ``hint``: a dataclass, int, float, bool, str, dict,
+    ``list[...]``, ``X | None`` or Any."""
+    arguments = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build_section(hint, value, key)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _typed(next(a for a in arguments if a is not type(None)), value, key)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ValueError(f"config key '{key}' must be a list, got {value!r}")
+        return [_typed(arguments[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, bool, str) and not isinstance(value, hint):
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ValueError(f"config key '{key}' must be {hint.__name__}, got {value!r}")
-    if hint is int and isinstance(value, bool):
-        raise ValueError(f"config key '{key}' must be int, got {value!r}")
-    if origin is list and not isinstance(value, list):
-        raise ValueError(f"config key '{key}' must be a list, got {value!r}")
-    if origin is dict and not isinstance(value, dict):
-        raise ValueError(f"config key '{key}' must be a mapping, got {value!r}")
     return value
 
 
 def config_from_dict(values: dict) -> UPSNetConfig:
     """Validate a nested mapping (YAML or checkpoint) into an :class:`UPSNetConfig`."""
-    config = _build(UPSNetConfig, values, "")
+    config = build_section(UPSNetConfig, values, "")
     validate(config)
     return config
 

@@ -1,6 +1,8 @@
 """Panoptic segmentation of one image or a folder of images.
 
-    python -m upsnet_core.tools.predict --checkpoint CK --input IMAGE_OR_DIR --output DIR
+    python -m upsnet_core.tools.predict [--checkpoint CK] --input IMAGE_OR_DIR --output DIR
+
+Without ``--checkpoint`` the default model shipped in ``models/`` is used.
 
 Writes, in COCO panoptic format, ``DIR/panoptic/<name>.png`` (RGB-encoded segment ids)
 and ``DIR/predictions.json`` (annotations with segments_info, and the categories), plus
@@ -17,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..checkpoint import default_checkpoint
 from ..data.panoptic_io import write_panoptic_png, write_png
 from ..inference import Predictor
 from ..modeling import PanopticResult
@@ -75,7 +78,8 @@ def predict_images(predictor: Predictor, images: list[Path], output: Path) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="model checkpoint (default: the shipped default model)")
     parser.add_argument("--input", required=True, type=Path, help="an image or a folder of images")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="resize so the long side has this many pixels before inference")
     args = parser.parse_args(argv)
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.input_long_side)
+        checkpoint = args.checkpoint or default_checkpoint()
+        predictor = Predictor.from_checkpoint(checkpoint, args.device, args.input_long_side)
         images = find_images(args.input)
     except (FileNotFoundError, ValueError) as error:  # CheckpointError is a ValueError
         print(f"error: {error}", file=sys.stderr)
