@@ -74,7 +74,8 @@ def test_loader_returns_what_the_generator_drew(root, classes):
         for mask, box, (instance_id, _) in zip(target["masks"], target["boxes"], instances):
             np.testing.assert_array_equal(mask.numpy(), panoptic == instance_id)
             assert box.tolist() == box_of(panoptic == instance_id)
-        assert sorted(s["id"] for s in target["segments_info"]) == sorted(set(panoptic.ravel()) - {0})
+        listed = sorted(s["id"] for s in target["segments_info"])
+        assert listed == sorted(set(panoptic.ravel()) - {0})
         assert target["image_id"] == f"synthdefault_{index:06d}_000019"
         assert target["orig_size"] == SIZE
 
@@ -159,7 +160,8 @@ def test_bad_files_give_errors_naming_the_file_and_the_id(root, tmp_path):
     data["annotations"][1]["segments_info"][0]["category_id"] = 99
     json_path.write_text(json.dumps(data))
     dataset = build_dataset("cityscapes", copy, "val", CATEGORIES)
-    with pytest.raises(ValueError, match=rf"{data['annotations'][0]['file_name']}.*\[{removed['id']}\]"):
+    png = data["annotations"][0]["file_name"]
+    with pytest.raises(ValueError, match=rf"{png}.*\[{removed['id']}\]"):
         dataset[0]
     with pytest.raises(ValueError, match=r"cityscapes_panoptic_val\.json.*category_id 99"):
         dataset[1]

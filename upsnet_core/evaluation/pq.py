@@ -213,11 +213,13 @@ def evaluate_files(gt_json: str | Path, gt_folder: str | Path, pred_json: str | 
         pairs.append((gt_annotation, predictions[image_id],
                       Path(gt_folder) / gt_annotation["file_name"],
                       Path(pred_folder) / predictions[image_id]["file_name"]))
+    paths = [(gt_png, pred_png) for *_, gt_png, pred_png in pairs]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for (gt_annotation, pred_annotation, gt_png, pred_png), (gt_ids, pred_ids) in zip(
-                pairs, _decode_ahead(pool, [(gt_png, pred_png) for *_, gt_png, pred_png in pairs])):
+        for pair, (gt_ids, pred_ids) in zip(pairs, _decode_ahead(pool, paths)):
+            gt_annotation, pred_annotation, gt_png, pred_png = pair
             evaluator.update(gt_ids, gt_annotation["segments_info"], pred_ids,
-                             pred_annotation["segments_info"], image_id=str(gt_annotation["image_id"]),
+                             pred_annotation["segments_info"],
+                             image_id=str(gt_annotation["image_id"]),
                              gt_source=str(gt_png), pred_source=str(pred_png))
     return evaluator.summarize()
 
