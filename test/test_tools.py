@@ -92,3 +92,18 @@ def test_benchmark_reports_every_stage(tmp_path, capsys):
     assert 0 < stage_sum <= report["stages"]["total"]["median_ms"] * 1.05
     assert report["device"].startswith("cpu")
     assert "panoptic head + post-processing" in capsys.readouterr().out
+
+
+def test_export_drops_training_state_and_halves_weights(checkpoint, tmp_path):
+    from upsnet_core.checkpoint import load_model, read_checkpoint
+    from upsnet_core.tools import export
+    out = tmp_path / "shipped.pt"
+    assert export.main(["--checkpoint", str(checkpoint), "--output", str(out), "--half"]) == 0
+    assert out.stat().st_size < 0.6 * checkpoint.stat().st_size
+    original, _ = load_model(checkpoint)
+    shipped, _ = load_model(out)
+    weight = "semantic_head.classifier.weight"
+    assert shipped.state_dict()[weight].dtype == torch.float32
+    assert torch.equal(shipped.state_dict()[weight], original.state_dict()[weight].half().float())
+    assert read_checkpoint(out)["extra"] == {}
+    assert export.main(["--checkpoint", str(tmp_path / "none.pt"), "--output", str(out)]) == 2

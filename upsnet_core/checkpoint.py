@@ -30,18 +30,23 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: UPSNetConfig,
-                    extra: dict[str, Any] | None = None) -> Path:
+                    extra: dict[str, Any] | None = None, half: bool = False) -> Path:
     """Atomically write ``model``'s weights with ``config`` (categories resolved inline).
 
     ``extra`` holds plain data (tensors, numbers, strings, lists, dicts) such as
-    optimizer state or metrics; it is returned by :func:`read_checkpoint`.
+    optimizer state or metrics; it is returned by :func:`read_checkpoint`. ``half``
+    stores floating-point weights as float16 (half the file; loading converts them back
+    to the model's dtype) for shipping a model, not for resuming training.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    weights = model.state_dict()
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "config": config.resolved().to_dict(),
-               "model": model.state_dict(), "extra": extra or {}}
+               "model": weights, "extra": extra or {}}
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as stream:
