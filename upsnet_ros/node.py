@@ -1,0 +1,319 @@
+"""``upsnet_node``: UPSNet panoptic segmentation as a ROS 2 lifecycle node.
+
+configure loads the checkpoint and warms the model up, activate creates the
+subscriptions and publishers, deactivate removes them, cleanup frees the model.
+Inference runs on a worker thread on the newest frame only (older waiting frames are
+dropped and counted), so the executor's callbacks never block. Everything about
+pixels (resizing, label images, segment statistics, overlays) comes from upsnet_core;
+this module converts messages, holds parameters and QoS, and reports diagnostics.
+
+Run: ``python -m upsnet_ros.node --ros-args --params-file config/upsnet.yaml``
+(or ``ros2 run upsnet_ros upsnet_node ...``, or ``launch/upsnet.launch.py``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from upsnet_core.checkpoint import CheckpointError, default_checkpoint
+from upsnet_core.inference import Predictor
+from upsnet_core.modeling import PanopticResult
+from upsnet_core.visualization import overlay
+from upsnet_ros.conversions import (ImageConversionError, array_to_image, compressed_to_rgb,
+                                    image_to_rgb)
+from upsnet_ros.messages import category_map_message, instances_message
+from upsnet_ros.monitor import FrameStats, NewestFrameWorker, RateLimiter
+from upsnet_ros.msg import CategoryMap, PanopticInstanceArray
+
+PACKAGE = "upsnet_ros"
+DEFAULT_MODEL = "models/upsnet_small_synthetic.pt"
+"""The shipped model, relative to the package's share folder (and the repository root)."""
+
+THRESHOLDS = ("score_threshold", "mask_overlap_threshold", "stuff_area")
+"""Parameters that change the running model's post-processing (-1: the checkpoint's value)."""
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    "checkpoint": ("", "checkpoint file; empty: the shipped default model (read on configure)"),
+    "device": ("auto", "auto | cpu | cuda | cuda:N (read on configure)"),
+    "half_precision": (True, "fp16 autocast around inference on CUDA (ignored on the CPU)"),
+    "input_long_side": (0, "network input long side in pixels, 0: the image's own size; "
+                           "outputs are always at the input size (read on configure)"),
+    "max_image_pixels": (16_777_216, "larger images are rejected (0: no limit)"),
+    "score_threshold": (-1.0, "detections at or below this score are dropped; 0..1, -1: checkpoint's"),
+    "mask_overlap_threshold": (-1.0, "max overlap of a mask with kept masks; 0..1, -1: checkpoint's"),
+    "stuff_area": (-1.0, "smaller stuff segments (pixels at 1024x2048) become unknown; "
+                         ">= 0, -1: checkpoint's"),
+    "qos.reliability": ("best_effort", "input QoS reliability: best_effort | reliable (on activate)"),
+    "qos.depth": (5, "input and output QoS history depth (on activate)"),
+    "subscribe_compressed": (False, "also subscribe to image/compressed (on activate)"),
+    "publish.labels": (True, "publish panoptic/labels (32SC1)"),
+    "publish.semantic": (True, "publish panoptic/semantic (mono8)"),
+    "publish.instances": (True, "publish panoptic/instances"),
+    "publish.visualization": (True, "publish panoptic/visualization while subscribed"),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages (on activate)"),
+    "autostart": (False, "configure and activate at start-up (for plain ros2 run)"),
+}
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """``path``, or where empty the shipped model: installed share folder first, then the
+    repository's ``models/``. Raises :class:`CheckpointError` when the file does not exist."""
+    if path:
+        if not Path(path).is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        return Path(path)
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        installed = Path(get_package_share_directory(PACKAGE)) / DEFAULT_MODEL
+        if installed.is_file():
+            return installed
+    except (ImportError, PackageNotFoundError, ValueError):
+        pass
+    return default_checkpoint()
+
+
+def threshold_error(name: str, value: Any) -> str:
+    """Why ``value`` is not valid for threshold ``name`` ('' when it is)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return f"{name} must be a number, got {value!r}"
+    if value == -1:
+        return ""
+    if name == "stuff_area":
+        return "" if value >= 0 else f"stuff_area must be >= 0 or -1, got {value}"
+    return "" if 0.0 <= value <= 1.0 else f"{name} must be in [0, 1] or -1, got {value}"
+
+
+def setting_error(name: str, value: Any) -> str:
+    """Why ``value`` is not valid for parameter ``name`` ('' when it is)."""
+    if name in THRESHOLDS:
+        return threshold_error(name, value)
+    if name == "qos.reliability" and value not in ("best_effort", "reliable"):
+        return f"qos.reliability must be best_effort or reliable, got {value!r}"
+    if name == "qos.depth" and (not isinstance(value, int) or value < 1):
+        return f"qos.depth must be an integer >= 1, got {value!r}"
+    if name in ("input_long_side", "max_image_pixels") and (not isinstance(value, int) or value < 0):
+        return f"{name} must be an integer >= 0, got {value!r}"
+    if name == "diagnostics_period" and (not isinstance(value, (int, float)) or value <= 0):
+        return f"diagnostics_period must be > 0, got {value!r}"
+    return ""
+
+
+class UPSNetNode(LifecycleNode):
+    """The panoptic segmentation lifecycle node (see the module docstring)."""
+
+    def __init__(self, name: str = "upsnet_node", **kwargs: Any):
+        super().__init__(name, **kwargs)
+        for key, (default, description) in PARAMETERS.items():
+            self.declare_parameter(key, default, ParameterDescriptor(description=description))
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._predictor: Predictor | None = None
+        self._checkpoint = ""
+        self._stats = FrameStats()
+        self._log_limiter = RateLimiter(5.0)
+        self._worker: NewestFrameWorker | None = None
+        self._inputs: list = []
+        self._outputs: dict[str, Any] = {}
+        self._diagnostics_timer = None
+
+    # ------------------------------------------------------------------ parameters
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        reasons = [r for p in parameters if (r := setting_error(p.name, p.value))]
+        return SetParametersResult(successful=not reasons, reason="; ".join(reasons))
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        if self._predictor is not None and any(p.name in THRESHOLDS for p in parameters):
+            self._apply_thresholds()
+
+    def _apply_thresholds(self) -> None:
+        """Set the model's post-processing thresholds from the parameters (-1: keep)."""
+        model = self._predictor.model
+        overrides = {k: float(self._param(k)) for k in THRESHOLDS if self._param(k) != -1}
+        model.inference_config = dataclasses.replace(model.inference_config, **overrides)
+        self.get_logger().info(f"inference thresholds: {model.inference_config}")
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            checkpoint = resolve_checkpoint(self._param("checkpoint"))
+            self._predictor = Predictor.from_checkpoint(
+                checkpoint, self._param("device"), self._param("input_long_side") or None)
+        except (CheckpointError, ValueError, RuntimeError) as error:
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self._checkpoint = str(checkpoint)
+        self._apply_thresholds()
+        started = time.perf_counter()
+        self._infer(np.zeros((64, 64, 3), dtype=np.uint8))
+        self.get_logger().info(f"loaded {checkpoint} on {self._predictor.device}, warm-up "
+                               f"{(time.perf_counter() - started) * 1e3:.0f} ms")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        depth = self._param("qos.depth")
+        outputs = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._outputs = {
+            "labels": self.create_publisher(Image, "panoptic/labels", outputs),
+            "semantic": self.create_publisher(Image, "panoptic/semantic", outputs),
+            "instances": self.create_publisher(PanopticInstanceArray, "panoptic/instances", outputs),
+            "visualization": self.create_publisher(Image, "panoptic/visualization", outputs),
+            "categories": self.create_publisher(CategoryMap, "panoptic/categories", latched),
+            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+        }
+        self._outputs["categories"].publish(category_map_message(
+            self._predictor.categories, Header(stamp=self.get_clock().now().to_msg())))
+        self._worker = NewestFrameWorker(self._process, lambda _: self._stats.frame_dropped())
+        self._inputs = [self.create_subscription(Image, "image", self._on_frame,
+                                                        self._input_qos())]
+        if self._param("subscribe_compressed"):
+            self._inputs.append(self.create_subscription(
+                CompressedImage, "image/compressed", self._on_frame, self._input_qos()))
+        self._diagnostics_timer = self.create_timer(self._param("diagnostics_period"),
+                                                    self._publish_diagnostics)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs = []
+        self._worker.stop()
+        self._worker = None
+        self.destroy_timer(self._diagnostics_timer)
+        self._diagnostics_timer = None
+        self._publish_diagnostics()
+        for publisher in self._outputs.values():
+            self.destroy_publisher(publisher)
+        self._outputs = {}
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        on_gpu = self._predictor.device.type == "cuda"
+        self._predictor = None
+        if on_gpu:
+            torch.cuda.empty_cache()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._worker is not None:
+            self.on_deactivate(state)
+        if self._predictor is not None:
+            self.on_cleanup(state)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _input_qos(self) -> QoSProfile:
+        reliability = (ReliabilityPolicy.RELIABLE if self._param("qos.reliability") == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._param("qos.depth"),
+                          reliability=reliability, durability=qos_profile_sensor_data.durability)
+
+    # ------------------------------------------------------------------ frames
+    def _on_frame(self, msg: Image | CompressedImage) -> None:
+        """Executor callback: count the frame and hand it to the worker (never blocks)."""
+        self._stats.frame_received()
+        self._worker.submit(msg)
+
+    def _to_rgb(self, msg: Image | CompressedImage) -> np.ndarray:
+        limit = self._param("max_image_pixels")
+        if isinstance(msg, CompressedImage):
+            return compressed_to_rgb(msg, limit)
+        return image_to_rgb(msg, limit)
+
+    def _infer(self, rgb: np.ndarray) -> PanopticResult:
+        """The predictor's result, under fp16 autocast on CUDA when half_precision is set."""
+        on_cuda = self._predictor.device.type == "cuda" and self._param("half_precision")
+        context = torch.autocast("cuda", dtype=torch.float16) if on_cuda else contextlib.nullcontext()
+        with context:
+            return self._predictor(rgb)
+
+    def _process(self, msg: Image | CompressedImage) -> None:
+        """Worker thread: convert, segment and publish one frame; bad frames are counted."""
+        try:
+            rgb = self._to_rgb(msg)
+        except ImageConversionError as error:
+            self._reject(f"frame rejected: {error}")
+            return
+        started = time.perf_counter()
+        try:
+            result = self._infer(rgb)
+        except (RuntimeError, ValueError) as error:  # e.g. out of GPU memory
+            self._reject(f"inference failed: {error}")
+            return
+        self._stats.frame_processed(time.perf_counter() - started)
+        self._publish_result(msg.header, rgb, result)
+
+    def _reject(self, reason: str) -> None:
+        """Count a frame that could not be processed; warn at most every 5 s per problem."""
+        self._stats.frame_rejected(reason)
+        if self._log_limiter.ready(re.sub(r"\d+", "#", reason)):  # same problem, other sizes
+            self.get_logger().warning(reason)
+
+    def _publish_result(self, header: Header, rgb: np.ndarray, result: PanopticResult) -> None:
+        panoptic = result.panoptic.cpu().numpy()
+        publishers = self._outputs
+        if self._param("publish.labels"):
+            publishers["labels"].publish(array_to_image(panoptic, "32SC1", header))
+        if self._param("publish.semantic"):
+            semantic = result.semantic.cpu().numpy()
+            publishers["semantic"].publish(array_to_image(semantic, "mono8", header))
+        if self._param("publish.instances"):
+            publishers["instances"].publish(
+                instances_message(result.segments, self._predictor.categories, header))
+        if self._param("publish.visualization") and publishers["visualization"].get_subscription_count():
+            image = overlay(rgb, panoptic, self._predictor.categories)
+            publishers["visualization"].publish(array_to_image(image, "rgb8", header))
+
+    def _publish_diagnostics(self) -> None:
+        predictor = self._predictor
+        values = {"model": self._checkpoint,
+                  "device": str(predictor.device) if predictor else "none",
+                  "input_long_side": self._param("input_long_side")}
+        if predictor is not None:
+            config = predictor.model.inference_config
+            values.update({name: getattr(config, name) for name in THRESHOLDS})
+        status = self._stats.status(f"{self.get_fully_qualified_name()}: panoptic segmentation",
+                                    values["device"], values)
+        self._outputs["diagnostics"].publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``upsnet_node`` and ``python -m upsnet_ros.node``."""
+    import rclpy
+
+    rclpy.init(args=args)
+    node = UPSNetNode()
+    if (node.get_parameter("autostart").value
+            and node.trigger_configure() == TransitionCallbackReturn.SUCCESS):
+        node.trigger_activate()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

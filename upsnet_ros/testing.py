@@ -1,0 +1,180 @@
+"""Helpers for tests and benchmarks that drive a real upsnet_node process over DDS.
+
+``NodeProcess`` starts the node's executable as a separate process; ``Probe`` is an
+rclpy node in the calling process that publishes images, collects the node's outputs
+by input stamp and calls its lifecycle and parameter services. No mocks: both sides use
+real rclpy and the RMW of the environment (Fast DDS).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from upsnet_ros.msg import CategoryMap, PanopticInstanceArray
+
+NODE_NAME = "upsnet_node"
+OUTPUTS = {"panoptic/labels": Image, "panoptic/semantic": Image,
+           "panoptic/instances": PanopticInstanceArray, "panoptic/visualization": Image}
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE,
+               "activate": Transition.TRANSITION_ACTIVATE,
+               "deactivate": Transition.TRANSITION_DEACTIVATE,
+               "cleanup": Transition.TRANSITION_CLEANUP}
+
+
+def stamp_key(msg: Any) -> tuple[int, int]:
+    """(sec, nanosec) of a message's header stamp."""
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+class NodeProcess:
+    """The node started from ``command`` (e.g. the installed executable) with ROS arguments;
+    its output goes to ``log_path``. Stop with :meth:`stop` (SIGINT, as ros2 launch does)."""
+
+    def __init__(self, command: list[str], ros_args: list[str], log_path: Path,
+                 env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([*command, "--ros-args", *ros_args], stdout=self._log,
+                                        stderr=subprocess.STDOUT, env=env or os.environ.copy())
+
+    @staticmethod
+    def module_command() -> list[str]:
+        """``python -m upsnet_ros.node`` with this interpreter."""
+        return [sys.executable, "-m", "upsnet_ros.node"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT, then SIGKILL after ``timeout``; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+class Probe:
+    """A client node in namespace ``namespace`` talking to ``<namespace>/upsnet_node``."""
+
+    def __init__(self, namespace: str, name: str = "upsnet_probe"):
+        self.node = rclpy.create_node(name, namespace=namespace)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.received: dict[str, dict[tuple[int, int], Any]] = defaultdict(dict)
+        self.diagnostics: list[DiagnosticArray] = []
+        for topic, msg_type in OUTPUTS.items():
+            self.node.create_subscription(msg_type, topic, self._collector(topic), RELIABLE)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
+        self.image_publisher = self.node.create_publisher(Image, "image", RELIABLE)
+        self.compressed_publisher = self.node.create_publisher(CompressedImage, "image/compressed",
+                                                               RELIABLE)
+        service = f"{NODE_NAME}/"
+        self._clients = {
+            "change_state": self.node.create_client(ChangeState, service + "change_state"),
+            "get_state": self.node.create_client(GetState, service + "get_state"),
+            "set_parameters": self.node.create_client(SetParameters, service + "set_parameters"),
+            "get_parameters": self.node.create_client(GetParameters, service + "get_parameters"),
+        }
+
+    def _collector(self, topic: str) -> Callable[[Any], None]:
+        def collect(msg: Any) -> None:
+            self.received[topic][stamp_key(msg)] = msg
+        return collect
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Spin until ``predicate()`` holds; False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def publish(self, msg: Image | CompressedImage) -> None:
+        publisher = self.compressed_publisher if isinstance(msg, CompressedImage) else self.image_publisher
+        publisher.publish(msg)
+
+    def outputs_for(self, stamp: tuple[int, int], topics: list[str], timeout: float) -> dict[str, Any]:
+        """The messages of ``topics`` whose header stamp is ``stamp`` (missing ones left out)."""
+        self.spin_until(lambda: all(stamp in self.received[t] for t in topics), timeout)
+        return {t: self.received[t][stamp] for t in topics if stamp in self.received[t]}
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        """The key/values of the node's newest diagnostics status ({} before the first)."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if NODE_NAME in status.name and self.node.get_namespace().rstrip("/") in status.name:
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    def wait_for_diagnostics(self, predicate: Callable[[dict[str, str]], bool],
+                             timeout: float) -> dict[str, str]:
+        """Spin until diagnostics published from now on satisfy ``predicate``; the last seen."""
+        self.diagnostics.clear()
+        self.spin_until(lambda: predicate(self.latest_diagnostics()), timeout)
+        return self.latest_diagnostics()
+
+    def category_map(self, timeout: float) -> CategoryMap | None:
+        """Subscribe now (a late subscriber) to the transient-local category map."""
+        maps: list[CategoryMap] = []
+        subscription = self.node.create_subscription(CategoryMap, "panoptic/categories",
+                                                     maps.append, LATCHED)
+        self.spin_until(lambda: bool(maps), timeout)
+        self.node.destroy_subscription(subscription)
+        return maps[0] if maps else None
+
+    def call(self, service: str, request: Any, timeout: float = 60.0) -> Any:
+        """Call one of the node's services and wait for the response."""
+        client = self._clients[service]
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {client.srv_name} not available")
+        future = client.call_async(request)
+        if not self.spin_until(future.done, timeout):
+            raise TimeoutError(f"no response from {client.srv_name}")
+        return future.result()
+
+    def change_state(self, transition: str, timeout: float = 60.0) -> bool:
+        request = ChangeState.Request()
+        request.transition.id = TRANSITIONS[transition]
+        return self.call("change_state", request, timeout).success
+
+    def state(self) -> str:
+        return self.call("get_state", GetState.Request()).current_state.label
+
+    def set_parameters(self, **values: Any) -> list[Any]:
+        """Results (successful, reason) of setting each parameter, in order."""
+        request = SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return list(self.call("set_parameters", request).results)
+
+    def get_parameter(self, name: str) -> Any:
+        value = self.call("get_parameters", GetParameters.Request(names=[name])).values[0]
+        return parameter_value_to_python(value)
+
+    def destroy(self) -> None:
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
