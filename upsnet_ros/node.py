@@ -154,23 +154,40 @@ class UPSNetNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            checkpoint = resolve_checkpoint(self._param("checkpoint"))
-            self._predictor = Predictor.from_checkpoint(
-                checkpoint, self._param("device"), self._param("input_long_side") or None)
+            self._load_model()
         except (CheckpointError, ValueError, RuntimeError) as error:
+            self._predictor = None
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_model(self) -> None:
+        """Load the checkpoint onto the device, apply the thresholds and run one warm-up frame."""
+        checkpoint = resolve_checkpoint(self._param("checkpoint"))
+        self._predictor = Predictor.from_checkpoint(
+            checkpoint, self._param("device"), self._param("input_long_side") or None)
         self._checkpoint = str(checkpoint)
         self._apply_thresholds()
         started = time.perf_counter()
         self._infer(np.zeros((64, 64, 3), dtype=np.uint8))
         self.get_logger().info(f"loaded {checkpoint} on {self._predictor.device}, warm-up "
                                f"{(time.perf_counter() - started) * 1e3:.0f} ms")
-        return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        depth = self._param("qos.depth")
-        outputs = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+        self._create_outputs()
+        self._worker = NewestFrameWorker(self._process, lambda _: self._stats.frame_dropped())
+        self._inputs = [self.create_subscription(Image, "image", self._on_frame,
+                                                 self._input_qos())]
+        if self._param("subscribe_compressed"):
+            self._inputs.append(self.create_subscription(
+                CompressedImage, "image/compressed", self._on_frame, self._input_qos()))
+        self._diagnostics_timer = self.create_timer(self._param("diagnostics_period"),
+                                                    self._publish_diagnostics)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _create_outputs(self) -> None:
+        """The output publishers; the category map is published once, transient-local."""
+        outputs = QoSProfile(depth=self._param("qos.depth"), reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._outputs = {
@@ -183,15 +200,6 @@ class UPSNetNode(LifecycleNode):
         }
         self._outputs["categories"].publish(category_map_message(
             self._predictor.categories, Header(stamp=self.get_clock().now().to_msg())))
-        self._worker = NewestFrameWorker(self._process, lambda _: self._stats.frame_dropped())
-        self._inputs = [self.create_subscription(Image, "image", self._on_frame,
-                                                        self._input_qos())]
-        if self._param("subscribe_compressed"):
-            self._inputs.append(self.create_subscription(
-                CompressedImage, "image/compressed", self._on_frame, self._input_qos()))
-        self._diagnostics_timer = self.create_timer(self._param("diagnostics_period"),
-                                                    self._publish_diagnostics)
-        return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         for subscription in self._inputs:
@@ -256,8 +264,8 @@ class UPSNetNode(LifecycleNode):
         started = time.perf_counter()
         try:
             result = self._infer(rgb)
-        except (RuntimeError, ValueError) as error:  # e.g. out of GPU memory
-            self._reject(f"inference failed: {error}")
+        except Exception as error:  # noqa: BLE001 - e.g. out of GPU memory: keep serving
+            self._reject(f"inference failed: {type(error).__name__}: {error}")
             return
         self._stats.frame_processed(time.perf_counter() - started)
         self._publish_result(msg.header, rgb, result)

@@ -80,14 +80,16 @@ class NodeProcess:
 class Probe:
     """A client node in namespace ``namespace`` talking to ``<namespace>/upsnet_node``."""
 
-    def __init__(self, namespace: str, name: str = "upsnet_probe"):
+    def __init__(self, namespace: str, name: str = "upsnet_probe", topics: list[str] | None = None):
+        """Subscribes to ``topics`` of :data:`OUTPUTS` (all by default) and /diagnostics."""
         self.node = rclpy.create_node(name, namespace=namespace)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.received: dict[str, dict[tuple[int, int], Any]] = defaultdict(dict)
+        self.arrival: dict[str, dict[tuple[int, int], float]] = defaultdict(dict)
         self.diagnostics: list[DiagnosticArray] = []
-        for topic, msg_type in OUTPUTS.items():
-            self.node.create_subscription(msg_type, topic, self._collector(topic), RELIABLE)
+        for topic in topics or OUTPUTS:
+            self.node.create_subscription(OUTPUTS[topic], topic, self._collector(topic), RELIABLE)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
         self.image_publisher = self.node.create_publisher(Image, "image", RELIABLE)
         self.compressed_publisher = self.node.create_publisher(CompressedImage, "image/compressed",
@@ -102,6 +104,7 @@ class Probe:
 
     def _collector(self, topic: str) -> Callable[[Any], None]:
         def collect(msg: Any) -> None:
+            self.arrival[topic][stamp_key(msg)] = time.perf_counter()
             self.received[topic][stamp_key(msg)] = msg
         return collect
 

@@ -1,0 +1,128 @@
+"""upsnet_node latency on the CPU: model inference, end to end, and the node's overhead.
+
+    source scripts/env.sh
+    python benchmarks/bench_node.py [--checkpoint CK] [--height 1024] [--width 2048] [--frames 10]
+
+Model inference: ``Predictor`` called in this process on the same rgb8 frame (median),
+on a worker thread as in the node.
+End to end: one frame published at a time to the node (its own process, installed
+executable, config/upsnet.yaml, device cpu), timed from ``publish`` to the arrival of
+its ``panoptic/labels`` message (median). Overhead = end to end - model inference
+(conversion, DDS transport both ways, message building). The node's own inference
+figure from /diagnostics is printed too. Without ``--checkpoint`` the shipped default
+model is used, or a random-weight ``config/upsnet_small.yaml`` model where it is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from std_msgs.msg import Header
+
+from upsnet_core.checkpoint import CheckpointError, default_checkpoint, save_checkpoint
+from upsnet_core.config import load_config
+from upsnet_core.inference import Predictor
+from upsnet_core.modeling import build_upsnet
+from upsnet_ros.conversions import array_to_image
+from upsnet_ros.testing import NodeProcess, Probe, stamp_key
+
+ROOT = Path(__file__).resolve().parents[1]
+EXECUTABLE = ROOT / "install" / "upsnet_ros" / "lib" / "upsnet_ros" / "upsnet_node"
+
+
+def benchmark_checkpoint(path: str | None, folder: Path) -> Path:
+    """``path``, else the shipped default model, else a random-weight small model."""
+    if path:
+        return Path(path)
+    try:
+        return default_checkpoint()
+    except CheckpointError:
+        config = load_config(ROOT / "config" / "upsnet_small.yaml")
+        return save_checkpoint(folder / "random_small.pt", build_upsnet(config), config)
+
+
+def model_inference(checkpoint: Path, image: np.ndarray, frames: int) -> list[float]:
+    """Seconds per ``Predictor`` call on ``image`` (after one warm-up call), on a thread of
+    its own as in the node (PyTorch's CPU threading differs between the main thread and
+    others, a lot on a busy machine)."""
+    predictor = Predictor.from_checkpoint(checkpoint, "cpu")
+    times: list[float] = []
+
+    def run() -> None:
+        predictor(image)
+        for _ in range(frames):
+            start = time.perf_counter()
+            predictor(image)
+            times.append(time.perf_counter() - start)
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return times
+
+
+def end_to_end(checkpoint: Path, image: np.ndarray, frames: int,
+               log: Path) -> tuple[list[float], dict[str, str]]:
+    """Seconds from publish to labels received per frame, and the node's last diagnostics."""
+    os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)
+    params = ["--params-file", str(ROOT / "config" / "upsnet.yaml"), "-r", "__ns:=/bench"]
+    for key, value in {"checkpoint": checkpoint, "device": "cpu", "qos.reliability": "reliable",
+                       "max_image_pixels": 0, "diagnostics_period": 0.5}.items():
+        params += ["-p", f"{key}:={value}"]
+    node = NodeProcess([str(EXECUTABLE)], params, log)
+    rclpy.init()
+    probe = Probe("/bench", topics=["panoptic/labels"])
+    try:
+        if not probe.spin_until(lambda: probe.image_publisher.get_subscription_count() > 0, 300):
+            raise RuntimeError(f"node did not start:\n{node.log()}")
+        latencies = []
+        for index in range(frames + 1):  # the first frame is a warm-up
+            header = Header(frame_id="camera")
+            header.stamp.sec = index + 1
+            msg = array_to_image(image, "rgb8", header)
+            start = time.perf_counter()
+            probe.publish(msg)
+            if not probe.outputs_for(stamp_key(msg), ["panoptic/labels"], 300):
+                raise RuntimeError(f"no labels for frame {index}:\n{node.log()}")
+            latencies.append(probe.arrival["panoptic/labels"][stamp_key(msg)] - start)
+        diagnostics = probe.wait_for_diagnostics(bool, 10)
+    finally:
+        probe.destroy()
+        rclpy.shutdown()
+        node.stop()
+    return latencies[1:], diagnostics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--frames", type=int, default=10)
+    args = parser.parse_args()
+    image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = benchmark_checkpoint(args.checkpoint, Path(folder))
+        print(f"checkpoint {checkpoint}, {args.height}x{args.width} rgb8, CPU, "
+              f"{torch.get_num_threads()} threads, {args.frames} frames")
+        model = statistics.median(model_inference(checkpoint, image, args.frames))
+        latency, diagnostics = end_to_end(checkpoint, image, args.frames, Path(folder) / "node.log")
+    e2e = statistics.median(latency)
+    print(f"model inference (in process, median): {model * 1e3:8.1f} ms")
+    print(f"node inference  (/diagnostics p50):   {float(diagnostics['inference_ms_p50']):8.1f} ms")
+    print(f"end to end (publish -> labels, median): {e2e * 1e3:6.1f} ms "
+          f"(min {min(latency) * 1e3:.1f}, max {max(latency) * 1e3:.1f})")
+    print(f"node overhead (end to end - model):    {(e2e - model) * 1e3:6.1f} ms")
+    print(f"node overhead (end to end - node p50): "
+          f"{e2e * 1e3 - float(diagnostics['inference_ms_p50']):6.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
