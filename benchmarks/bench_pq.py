@@ -10,8 +10,10 @@ perturbed ground truth as a COCO-panoptic prediction set, then times:
 
 With ``--pil-png`` every PNG is first rewritten with PIL's default settings (as
 ``createPanopticImgs`` and panopticapi write them), which are slower to decode.
+``--decoder`` picks our PNG decoder (default: libspng when pyspng is installed, else OpenCV).
 
     python benchmarks/bench_pq.py [--frames 200] [--height 1024] [--width 2048] [--pil-png]
+        [--threads 2] [--decoder spng|opencv]
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import numpy as np
 from PIL import Image
 from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as reference
 
-from upsnet_core.data.panoptic_io import read_panoptic_png
+from upsnet_core.data import panoptic_io
+from upsnet_core.data.panoptic_io import PNG_DECODERS, read_panoptic_png
 from upsnet_core.data.synthetic import generate_dataset
 from upsnet_core.evaluation.pq import PanopticEvaluator, evaluate_files
 from upsnet_core.evaluation.synthetic_predictions import write_prediction_set
@@ -50,15 +53,16 @@ def run_reference(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: 
     return reference.average_pq(stat, categories)
 
 
-def run_sequential(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: Path) -> dict:
+def run_sequential(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: Path,
+                   decoder: str) -> dict:
     gt, pred = json.loads(gt_json.read_text()), json.loads(pred_json.read_text())
     predictions = {a["image_id"]: a for a in pred["annotations"]}
     evaluator = PanopticEvaluator(gt["categories"])
     for annotation in gt["annotations"]:
         prediction = predictions[annotation["image_id"]]
-        evaluator.update(read_panoptic_png(gt_folder / annotation["file_name"]),
+        evaluator.update(read_panoptic_png(gt_folder / annotation["file_name"], decoder),
                          annotation["segments_info"],
-                         read_panoptic_png(pred_folder / prediction["file_name"]),
+                         read_panoptic_png(pred_folder / prediction["file_name"], decoder),
                          prediction["segments_info"])
     return evaluator.summarize()
 
@@ -84,7 +88,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pil-png", action="store_true",
                         help="rewrite all PNGs with PIL's default settings first")
+    parser.add_argument("--decoder", choices=PNG_DECODERS,
+                        default=panoptic_io.default_png_decoder(), help="our PNG decoder")
     args = parser.parse_args()
+    how = (" (libspng through ctypes)" if panoptic_io._LIBSPNG is not None
+           else " (pyspng.load)") if args.decoder == "spng" else ""
+    print(f"our PNG decoder: {args.decoder}{how}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         gt_json, seconds = timed(generate_dataset, root, "val", args.frames, 0, args.height,
@@ -100,8 +109,9 @@ def main() -> None:
             print("rewrote all panoptic PNGs with PIL's default settings")
         files = (gt_json, gt_folder, pred_json, pred_folder)
         theirs, t_reference = timed(run_reference, *files)
-        sequential, t_sequential = timed(run_sequential, *files)
-        threaded, t_threaded = timed(evaluate_files, *files, threads=args.threads)
+        sequential, t_sequential = timed(run_sequential, *files, args.decoder)
+        threaded, t_threaded = timed(evaluate_files, *files, threads=args.threads,
+                                     decoder=args.decoder)
     per_frame = 1000 / args.frames
     print(f"reference (cityscapesscripts, 1 process): {t_reference:7.2f} s "
           f"({t_reference * per_frame:5.1f} ms/frame)")
