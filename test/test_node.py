@@ -34,10 +34,11 @@ TIMEOUT = 60.0  # generous: CI machines may be busy; the tests normally take sec
 
 @pytest.fixture(scope="module", autouse=True)
 def ros_context():
-    os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)
-    rclpy.init()
-    yield
-    rclpy.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
+        rclpy.init()
+        yield
+        rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,7 @@ def active(checkpoint, tmp_path_factory):
     yield node, probe
     probe.destroy()
     assert node.stop() == 0, node.log()
+    assert "Traceback" not in node.log()
 
 
 _STAMPS = iter(range(1, 1_000_000))
@@ -241,7 +243,7 @@ def test_lifecycle_transitions_and_checkpoint_errors(checkpoint, tmp_path):
     corrupt.write_bytes(b"not a checkpoint")
     node = start_node(NodeProcess.module_command(), "/managed", tmp_path / "managed.log",
                       checkpoint=tmp_path / "missing.pt", device="cpu", autostart="false",
-                      **{"qos.reliability": "reliable"})
+                      input_long_side=24, **{"qos.reliability": "reliable"})
     probe = Probe("/managed")
     try:
         assert probe.state() == "unconfigured"
@@ -258,7 +260,7 @@ def test_lifecycle_transitions_and_checkpoint_errors(checkpoint, tmp_path):
 
         assert probe.change_state("activate") and probe.state() == "active"
         assert probe.spin_until(lambda: probe.image_publisher.get_subscription_count() > 0, TIMEOUT)
-        sent = frame(32, 40, "rgb8")
+        sent = frame(32, 40, "rgb8")  # segmented at 19x24 (input_long_side), outputs at 32x40
         probe.publish(sent)
         outputs = probe.outputs_for((sent.header.stamp.sec, 123), TOPICS, TIMEOUT)
         check_outputs(outputs, sent, (32, 40))
@@ -269,3 +271,4 @@ def test_lifecycle_transitions_and_checkpoint_errors(checkpoint, tmp_path):
     finally:
         probe.destroy()
         assert node.stop() == 0, node.log()
+        assert "Traceback" not in node.log()

@@ -216,18 +216,26 @@ class UPSNetNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        on_gpu = self._predictor.device.type == "cuda"
-        self._predictor = None
-        if on_gpu:
-            torch.cuda.empty_cache()
+        self._free_model()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._worker is not None:
-            self.on_deactivate(state)
-        if self._predictor is not None:
-            self.on_cleanup(state)
+        self.close()
         return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Stop the inference worker and free the model, whatever the lifecycle state."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        self._free_model()
+
+    def _free_model(self) -> None:
+        """Drop the model; on a GPU also return its cached memory."""
+        on_gpu = self._predictor is not None and self._predictor.device.type == "cuda"
+        self._predictor = None
+        if on_gpu:
+            torch.cuda.empty_cache()
 
     def _input_qos(self) -> QoSProfile:
         reliability = (ReliabilityPolicy.RELIABLE if self._param("qos.reliability") == "reliable"
@@ -319,6 +327,7 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.close()
         node.destroy_node()
         rclpy.try_shutdown()
 
