@@ -19,9 +19,10 @@ rclpy = pytest.importorskip("rclpy")
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from upsnet_core.checkpoint import save_checkpoint  # noqa: E402
+from upsnet_core.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, save_checkpoint  # noqa: E402
 from upsnet_core.modeling import build_upsnet  # noqa: E402
 from upsnet_ros.conversions import array_to_image  # noqa: E402
+from upsnet_ros.node import DEFAULT_MODEL, resolve_checkpoint  # noqa: E402
 from upsnet_ros.testing import NodeProcess, Probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,3 +273,16 @@ def test_lifecycle_transitions_and_checkpoint_errors(checkpoint, tmp_path):
         probe.destroy()
         assert node.stop() == 0, node.log()
         assert "Traceback" not in node.log()
+
+
+def test_empty_checkpoint_means_the_shipped_model_installed_or_in_the_repository(tmp_path):
+    installed = ROOT / "install" / "upsnet_ros" / "share" / "upsnet_ros" / DEFAULT_MODEL
+    if installed.is_file():
+        assert resolve_checkpoint("") == installed
+    elif DEFAULT_CHECKPOINT.is_file():
+        assert resolve_checkpoint("") == DEFAULT_CHECKPOINT
+    else:
+        with pytest.raises(CheckpointError, match="no default model"):
+            resolve_checkpoint("")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        resolve_checkpoint(str(tmp_path / "missing.pt"))

@@ -39,12 +39,14 @@ class FrameStats:
             self.processed += 1
             self._inference.append(inference_seconds)
 
-    def input_rate(self) -> float:
-        """Frames per second over the recent arrivals (0 with fewer than two)."""
+    def input_rate(self, horizon: float = 5.0) -> float:
+        """Frames per second over the arrivals of the last ``horizon`` seconds (0 with fewer
+        than two)."""
         with self._lock:
-            if len(self._arrivals) < 2 or self._arrivals[-1] == self._arrivals[0]:
-                return 0.0
-            return (len(self._arrivals) - 1) / (self._arrivals[-1] - self._arrivals[0])
+            recent = [t for t in self._arrivals if time.monotonic() - t <= horizon]
+        if len(recent) < 2 or recent[-1] == recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
 
     def inference_ms(self, percentile: float) -> float:
         """A percentile of the recent inference times in milliseconds (0 before the first)."""
