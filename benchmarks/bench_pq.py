@@ -18,8 +18,6 @@ With ``--pil-png`` every PNG is first rewritten with PIL's default settings (as
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import tempfile
 import time
@@ -27,30 +25,18 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as reference
 
 from upsnet_core.data import panoptic_io
 from upsnet_core.data.panoptic_io import PNG_DECODERS, read_panoptic_png
 from upsnet_core.data.synthetic import generate_dataset
 from upsnet_core.evaluation.pq import PanopticEvaluator, evaluate_files
-from upsnet_core.evaluation.synthetic_predictions import write_prediction_set
+from upsnet_core.evaluation.synthetic_predictions import reference_pq, write_prediction_set
 
 
 def timed(function, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
     return result, time.perf_counter() - start
-
-
-def run_reference(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: Path) -> dict:
-    gt, pred = json.loads(gt_json.read_text()), json.loads(pred_json.read_text())
-    categories = {c["id"]: c for c in gt["categories"]}
-    predictions = {a["image_id"]: a for a in pred["annotations"]}
-    pairs = [(a, predictions[a["image_id"]]) for a in gt["annotations"]]
-    with contextlib.redirect_stdout(io.StringIO()):
-        stat = reference.pq_compute_single_core(0, pairs, str(gt_folder), str(pred_folder),
-                                                categories)
-    return reference.average_pq(stat, categories)
 
 
 def run_sequential(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: Path,
@@ -108,7 +94,7 @@ def main() -> None:
             rewrite_with_pil(pred_folder)
             print("rewrote all panoptic PNGs with PIL's default settings")
         files = (gt_json, gt_folder, pred_json, pred_folder)
-        theirs, t_reference = timed(run_reference, *files)
+        theirs, t_reference = timed(reference_pq, *files)
         sequential, t_sequential = timed(run_sequential, *files, args.decoder)
         threaded, t_threaded = timed(evaluate_files, *files, threads=args.threads,
                                      decoder=args.decoder)

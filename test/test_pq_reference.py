@@ -1,28 +1,13 @@
 """Our PQ equals cityscapesscripts' reference implementation on imperfect predictions."""
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
-from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as reference
 
 from upsnet_core.data.panoptic_io import read_panoptic_png, write_panoptic_png
 from upsnet_core.data.synthetic import generate_dataset
 from upsnet_core.evaluation.pq import PanopticEvaluator, evaluate_files
-from upsnet_core.evaluation.synthetic_predictions import write_prediction_set
-
-
-def reference_pq(gt_json, gt_folder, pred_json, pred_folder):
-    """cityscapesscripts' single-process PQ computation on COCO-panoptic files."""
-    gt, pred = json.loads(gt_json.read_text()), json.loads(pred_json.read_text())
-    categories = {c["id"]: c for c in gt["categories"]}
-    predictions = {a["image_id"]: a for a in pred["annotations"]}
-    pairs = [(a, predictions[a["image_id"]]) for a in gt["annotations"]]
-    with contextlib.redirect_stdout(io.StringIO()):
-        stat = reference.pq_compute_single_core(0, pairs, str(gt_folder), str(pred_folder),
-                                                categories)
-    return reference.average_pq(stat, categories)
+from upsnet_core.evaluation.synthetic_predictions import reference_pq, write_prediction_set
 
 
 def assert_same_results(ours, theirs):

@@ -6,6 +6,8 @@ random RGB ids (as panopticapi writes them) and every listed segment is in the m
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -112,3 +114,18 @@ def write_prediction_set(gt_json: str | Path, gt_folder: str | Path, out_json: s
                             "file_name": annotation["file_name"], "segments_info": segments})
     Path(out_json).write_text(json.dumps({"annotations": annotations,
                                           "categories": gt["categories"]}))
+
+
+def reference_pq(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: Path) -> dict:
+    """cityscapesscripts' own single-process PQ on COCO-panoptic files, for the tests and
+    benchmarks that compare against it (cityscapesscripts is imported only here)."""
+    from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as reference
+
+    gt, pred = json.loads(Path(gt_json).read_text()), json.loads(Path(pred_json).read_text())
+    categories = {c["id"]: c for c in gt["categories"]}
+    predictions = {a["image_id"]: a for a in pred["annotations"]}
+    pairs = [(a, predictions[a["image_id"]]) for a in gt["annotations"]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        stat = reference.pq_compute_single_core(0, pairs, str(gt_folder), str(pred_folder),
+                                                categories)
+    return reference.average_pq(stat, categories)
