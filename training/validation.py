@@ -8,9 +8,7 @@ full-resolution ground truth.
 from __future__ import annotations
 
 import math
-import platform
 import statistics
-import time
 from typing import Optional
 
 import numpy as np
@@ -21,7 +19,9 @@ from tqdm import tqdm
 from upsnet_core.categories import CategorySet
 from upsnet_core.data import PanopticDataset
 from upsnet_core.evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
+from upsnet_core.inference import device_name
 from upsnet_core.modeling import SEMANTIC_UNKNOWN, PanopticResult, UPSNet
+from upsnet_core.profiling import StageTimer
 
 from .rng import preserved_rng_state
 from .settings import DataSettings
@@ -51,24 +51,6 @@ def _resized(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return image
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
                          antialias=True)[0].clamp_(0, 1)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _timed_predict(model: UPSNet, image: torch.Tensor, output_size: tuple[int, int],
-                   merge: str, device: torch.device):
-    """``(PanopticResult, milliseconds)`` of one image, the device synchronised around it."""
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    image = image.to(device)
-    synchronize()
-    start = time.perf_counter()
-    result = model.predict([image], output_sizes=[output_size], merge=merge)[0]
-    synchronize()
-    return result, 1000.0 * (time.perf_counter() - start)
 
 
 class _Evaluators:
@@ -132,7 +114,7 @@ def evaluate_model(model: UPSNet, dataset: PanopticDataset, data: DataSettings,
     if count == 0:
         raise ValueError(f"no images to evaluate in {dataset.source}")
     evaluators = _Evaluators(model.categories)
-    times = []
+    timer = StageTimer(device)
     was_training = model.training
     model.eval()
     try:
@@ -140,18 +122,21 @@ def evaluate_model(model: UPSNet, dataset: PanopticDataset, data: DataSettings,
             for index in tqdm(range(count), desc="evaluate", disable=not progress):
                 image, target = dataset[index]
                 network_input = _resized(image, network_size(*image.shape[-2:], data))
-                arguments = (model, network_input, tuple(image.shape[-2:]), merge, device)
+                network_input = network_input.to(device)
+                output_size = tuple(image.shape[-2:])
                 if index == 0:  # warm-up: one-time initialisation is not inference time
-                    _timed_predict(*arguments)
-                result, milliseconds = _timed_predict(*arguments)
-                times.append(milliseconds)
+                    model.predict([network_input], output_sizes=[output_size], merge=merge)
+                with timer("predict"):
+                    result = model.predict([network_input], output_sizes=[output_size],
+                                           merge=merge)[0]
                 evaluators.update(target, result)
     finally:
         model.train(was_training)
     return {**evaluators.summarize(), "merge": merge, "images": count,
             "class_names": {c.id: c.name for c in model.categories},
-            "timing": {"median_ms": statistics.median(times),
-                       "mean_ms": statistics.fmean(times), "device": device_name(device)}}
+            "timing": {"median_ms": statistics.median(timer.times["predict"]),
+                       "mean_ms": statistics.fmean(timer.times["predict"]),
+                       "device": device_name(device)}}
 
 
 def headline(results: dict) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Running a trained model on camera-style images (numpy RGB), at a chosen input size."""
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,13 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
     return resolved
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU with its architecture and torch thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def scaled_size(height: int, width: int, long_side: int | None) -> tuple[int, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ import torch
 
 from ..checkpoint import load_model
 from ..config import load_config
-from ..inference import resolve_device
+from ..inference import device_name, resolve_device
 from ..modeling import build_upsnet
 from ..profiling import StageTimer
 
@@ -79,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_benchmark(model, device, args.height, args.width, args.runs, args.warmup)
     report.update({
         "config": str(args.config or args.checkpoint), "height": args.height, "width": args.width,
-        "runs": args.runs, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "runs": args.runs, "device": device_name(device),
         "torch": torch.__version__, "score_threshold": model.inference_config.score_threshold,
         "date": time.strftime("%Y-%m-%d"),
     })

@@ -15,11 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import default_checkpoint
+from ..data.panoptic_dataset import read_rgb
 from ..data.panoptic_io import write_panoptic_png, write_png
 from ..inference import Predictor
 from ..modeling import PanopticResult
@@ -40,13 +39,6 @@ def find_images(path: Path) -> list[Path]:
     raise FileNotFoundError(f"input not found: {path}")
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot decode image {path}")
-    return bgr[..., ::-1].copy()
-
-
 def annotation(name: str, result: PanopticResult) -> dict:
     """COCO panoptic annotation entry (segments keep our extra fields: isthing, score, centroid)."""
     segments = [{**segment, "iscrowd": 0} for segment in result.segments]
@@ -61,8 +53,8 @@ def predict_images(predictor: Predictor, images: list[Path], output: Path) -> di
     for path in tqdm(images, desc="predict", unit="image", disable=len(images) < 2):
         try:
             rgb = read_rgb(path)
-        except ValueError as error:
-            failures.append(str(error))
+        except (ValueError, OSError) as error:  # PIL: UnidentifiedImageError is an OSError
+            failures.append(f"{path}: {error}")
             continue
         result = predictor(rgb)
         panoptic = result.panoptic.cpu().numpy()
