@@ -7,6 +7,7 @@ CMakeLists.txt instead; colcon takes the build type from package.xml and
 ignores this file.
 """
 
+import glob
 import os
 
 from setuptools import find_packages, setup
@@ -26,6 +27,8 @@ setup(
     packages=find_packages(include=['upsnet_core', 'upsnet_core.*', 'training', 'training.*']),
     package_data={'upsnet_core': ['**/*.json', '**/*.yaml', '*.json', '*.yaml']},
     include_package_data=False,
+    # upsnet_core.rosbag_io reads/writes this package's messages (CategoryMap) in bags.
+    data_files=[('share/upsnet_ros/msg', sorted(glob.glob('msg/*.msg')))],
     python_requires='>=3.10',
     install_requires=[
         'torch>=2.4',
@@ -37,6 +40,7 @@ setup(
         'tqdm',
         'pycocotools',
         'tensorboard',
+        'rosbags>=0.11',
     ],
     # Keep setuptools' intermediate files apart from colcon's build/upsnet_ros.
     options={'build': {'build_base': os.path.join('build', 'setuptools')}},

@@ -1,0 +1,354 @@
+"""ROS 2 bags of camera images, panoptic label images and category maps, without ROS.
+
+Pure ``rosbags`` + numpy: importable where rclpy is not (``pip install .`` on training
+clusters). Used by ``upsnet_ros.tools.make_bag`` / ``replay_eval`` and by fleet ingest.
+
+Messages are the ``rosbags`` dataclasses of one typestore (:func:`typestore`: the ROS 2
+Kilted store, or the newest ROS 2 store the installed ``rosbags`` has) with this package's
+messages (``upsnet_ros/msg/CategoryMap`` ...) registered from the ``msg/*.msg`` files
+(:func:`msg_dir`). Bags are written as rosbag2 metadata version 8 (read by Jazzy and newer
+``ros2 bag``), storage ``mcap`` or ``sqlite3``.
+
+API:
+
+* reading: :func:`open_reader` (context manager, clear errors for a missing or corrupt bag),
+  :func:`topics`, :func:`iter_messages` ``(log_ns, msg)``, :func:`iter_raw`
+  ``(log_ns, cdr_bytes)``, :func:`iter_images` ``(stamp_ns, frame_id, rgb)`` for Image and
+  CompressedImage topics, :func:`iter_label_images` ``(stamp_ns, frame_id, labels)``,
+  :func:`read_categories`;
+* message building: :func:`header`, :func:`image_message`, :func:`compressed_message`,
+  :func:`label_message`, :func:`category_map_message`; decoding: :func:`decode_image`,
+  :func:`decode_label_image`, :func:`categories_from_message`, :func:`stamp_ns`;
+* writing: :func:`open_writer` (a :class:`BagWriter`: ``write(topic, msg, log_ns)``,
+  ``write_raw(topic, msgtype, cdr_bytes, log_ns)``) and :func:`write_frames` (images, optional
+  ground-truth label images and the category map, with stamps at a fixed rate).
+
+Stamps are integer nanoseconds (``sec * 10**9 + nanosec``) of the messages' header.
+Ground truth is a ``32SC1`` label image in the node's own encoding (``category_id * 1000
++ k`` for thing instance ``k >= 1``, ``category_id * 1000`` for stuff, ``0`` void); a thing
+category with ``k = 0`` is a crowd region (as in :mod:`upsnet_core.data.target`).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+from rosbags.interfaces import Typestore
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from .categories import IGNORE_INDEX, VOID_ID, Category, CategorySet
+from .image_messages import (LABEL_ENCODING, ImageConversionError, compressed_to_rgb,
+                             encode_compressed, image_fields, image_to_rgb,
+                             label_image_to_array)
+
+PACKAGE = "upsnet_ros"
+IMAGE_TOPIC = "/camera/image_raw"
+COMPRESSED_TOPIC = "/camera/image_raw/compressed"
+GT_LABELS_TOPIC = "/ground_truth/panoptic/labels"
+GT_CATEGORIES_TOPIC = "/ground_truth/panoptic/categories"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+CATEGORY_MAP_TYPE = "upsnet_ros/msg/CategoryMap"
+STORAGES = ("mcap", "sqlite3")
+BAG_VERSION = 8
+START_NS = 1_700_000_000 * 10**9
+"""Stamp of the first frame :func:`write_frames` writes when none is given."""
+_STORES = ("ROS2_KILTED", "ROS2_JAZZY", "ROS2_HUMBLE")
+
+
+class BagError(ValueError):
+    """A bag that cannot be used: missing, corrupt, lacking a topic, bad content."""
+
+
+# ---------------------------------------------------------------- typestore
+def msg_dir() -> Path:
+    """The folder of this package's ``*.msg`` files: ``<repo>/msg`` in the repository,
+    ``<prefix>/share/upsnet_ros/msg`` when installed (colcon, or ``pip install .``), or
+    under any ``AMENT_PREFIX_PATH`` entry. Raises FileNotFoundError naming the places
+    looked in when there is none."""
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "msg"]  # repository checkout
+    if len(here.parents) > 3:  # installed: <prefix>/lib/pythonX.Y/site-packages/upsnet_core
+        candidates.append(here.parents[3] / "share" / PACKAGE / "msg")
+    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "msg")
+    candidates += [Path(p) / "share" / PACKAGE / "msg"
+                   for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    for candidate in candidates:
+        if (candidate / "CategoryMap.msg").is_file():
+            return candidate
+    raise FileNotFoundError("the upsnet_ros message definitions (msg/*.msg) were not found; "
+                            f"looked in: {', '.join(str(c) for c in candidates)}")
+
+
+@functools.lru_cache(maxsize=1)
+def typestore() -> Typestore:
+    """The ROS 2 typestore (Kilted, else the newest of Jazzy/Humble that ``rosbags`` has)
+    with ``upsnet_ros/msg/*`` registered."""
+    store = get_typestore(next(getattr(Stores, s) for s in _STORES if hasattr(Stores, s)))
+    types: dict = {}
+    for path in sorted(msg_dir().glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"{PACKAGE}/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+def message_type(name: str) -> type:
+    """The dataclass of message type ``name`` (e.g. ``sensor_msgs/msg/Image``)."""
+    return typestore().types[name]
+
+
+# ---------------------------------------------------------------- messages
+def stamp_ns(msg: Any) -> int:
+    """The header stamp of ``msg`` in integer nanoseconds."""
+    return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+
+
+def format_stamp(stamp: int) -> str:
+    """``sec.nanosec`` text of a stamp in nanoseconds (for messages and reports)."""
+    return f"{stamp // 10**9}.{stamp % 10**9:09d}"
+
+
+def header(stamp: int, frame_id: str) -> Any:
+    """A ``std_msgs/msg/Header`` with ``stamp`` (nanoseconds) and ``frame_id``."""
+    time = message_type("builtin_interfaces/msg/Time")(sec=stamp // 10**9, nanosec=stamp % 10**9)
+    return message_type("std_msgs/msg/Header")(stamp=time, frame_id=frame_id)
+
+
+def image_message(array: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Any:
+    """A ``sensor_msgs/msg/Image`` of ``array`` (``(H, W)`` or ``(H, W, C)`` matching
+    ``encoding``, e.g. ``rgb8``)."""
+    fields = image_fields(array, encoding)
+    fields["data"] = np.frombuffer(fields["data"], dtype=np.uint8)
+    return message_type(IMAGE_TYPE)(header=header(stamp, frame_id), **fields)
+
+
+def compressed_message(rgb: np.ndarray, stamp: int, frame_id: str,
+                       image_format: str = "png") -> Any:
+    """A ``sensor_msgs/msg/CompressedImage`` of ``(H, W, 3)`` uint8 RGB (``png``: lossless)."""
+    data = np.frombuffer(encode_compressed(rgb, image_format), dtype=np.uint8)
+    return message_type(COMPRESSED_TYPE)(header=header(stamp, frame_id), format=image_format,
+                                         data=data)
+
+
+def label_message(labels: np.ndarray, stamp: int, frame_id: str) -> Any:
+    """A ``32SC1`` Image of an ``(H, W)`` label image in the node's encoding."""
+    return image_message(labels, LABEL_ENCODING, stamp, frame_id)
+
+
+def category_map_message(categories: CategorySet, stamp: int = 0) -> Any:
+    """An ``upsnet_ros/msg/CategoryMap`` of ``categories`` (void 0, semantic unknown 255)."""
+    category = message_type(f"{PACKAGE}/msg/Category")
+    entries = [category(id=c.id, name=c.name, is_thing=c.isthing,
+                        color=np.asarray(c.color, dtype=np.uint8)) for c in categories]
+    return message_type(CATEGORY_MAP_TYPE)(header=header(stamp, ""), categories=entries,
+                                           void_id=VOID_ID, semantic_unknown=IGNORE_INDEX)
+
+
+def categories_from_message(msg: Any) -> CategorySet:
+    """The :class:`CategorySet` of a CategoryMap message."""
+    return CategorySet(Category(int(c.id), str(c.name), bool(c.is_thing),
+                                tuple(int(v) for v in c.color)) for c in msg.categories)
+
+
+def decode_image(msg: Any, max_pixels: int = 0) -> np.ndarray:
+    """An Image (camera encodings) or CompressedImage message as ``(H, W, 3)`` uint8 RGB;
+    :class:`~upsnet_core.image_messages.ImageConversionError` when malformed."""
+    if hasattr(msg, "format"):
+        return compressed_to_rgb(msg, max_pixels)
+    return image_to_rgb(msg, max_pixels)
+
+
+def decode_label_image(msg: Any) -> np.ndarray:
+    """A ``32SC1`` label image message as an ``(H, W)`` int32 array."""
+    return label_image_to_array(msg)
+
+
+# ---------------------------------------------------------------- reading
+@contextlib.contextmanager
+def open_reader(path: str | Path) -> Iterator[Reader]:
+    """An open ``rosbags`` Reader of the bag folder (or ``.mcap``/``.db3`` file) ``path``.
+
+    Raises:
+        BagError: the bag does not exist or cannot be read (corrupt, not a bag); the
+            message names the bag.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except (ReaderError, OSError, ValueError, KeyError) as error:
+        raise BagError(f"bag {path} cannot be read: {error}") from None
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def topics(reader: Reader) -> dict[str, str]:
+    """``{topic: message type}`` of an open bag."""
+    return {c.topic: c.msgtype for c in reader.connections}
+
+
+def _connections(reader: Reader, topic: str) -> list:
+    found = [c for c in reader.connections if c.topic == topic]
+    if not found:
+        raise BagError(f"bag {reader.path} has no topic {topic}; its topics: "
+                       f"{', '.join(sorted(topics(reader))) or 'none'}")
+    return found
+
+
+def iter_raw(reader: Reader, topic: str) -> Iterator[tuple[int, bytes, str]]:
+    """``(log_ns, cdr_bytes, msgtype)`` of every message of ``topic``, in log-time order.
+    BagError when the topic is missing or the bag's data is corrupt."""
+    connections = _connections(reader, topic)
+    try:
+        for connection, log_ns, data in reader.messages(connections=connections):
+            yield log_ns, bytes(data), connection.msgtype
+    except (ReaderError, OSError, ValueError) as error:
+        raise BagError(f"bag {reader.path}, topic {topic}: cannot read messages: {error}") from None
+
+
+def deserialize(data: bytes, msgtype: str) -> Any:
+    """A message dataclass from CDR bytes."""
+    return typestore().deserialize_cdr(data, msgtype)
+
+
+def iter_messages(reader: Reader, topic: str) -> Iterator[tuple[int, Any]]:
+    """``(log_ns, message)`` of every message of ``topic``, in log-time order."""
+    for log_ns, data, msgtype in iter_raw(reader, topic):
+        try:
+            yield log_ns, deserialize(data, msgtype)
+        except Exception as error:  # noqa: BLE001 - rosbags raises many kinds on bad CDR
+            raise BagError(f"bag {reader.path}, topic {topic}: message at log time "
+                           f"{format_stamp(log_ns)} cannot be decoded as {msgtype}: "
+                           f"{error}") from None
+
+
+def iter_images(path: str | Path, topic: str = IMAGE_TOPIC) -> Iterator[tuple[int, str, np.ndarray]]:
+    """``(stamp_ns, frame_id, rgb)`` of an Image or CompressedImage topic of a bag; ``rgb``
+    ``(H, W, 3)`` uint8. BagError naming the bag, topic and stamp for a malformed image."""
+    with open_reader(path) as reader:
+        for _, msg in iter_messages(reader, topic):
+            try:
+                rgb = decode_image(msg)
+            except ImageConversionError as error:
+                raise BagError(f"bag {path}, topic {topic}, stamp {format_stamp(stamp_ns(msg))}:"
+                               f" {error}") from None
+            yield stamp_ns(msg), msg.header.frame_id, rgb
+
+
+def iter_label_images(path: str | Path,
+                      topic: str = GT_LABELS_TOPIC) -> Iterator[tuple[int, str, np.ndarray]]:
+    """``(stamp_ns, frame_id, labels)`` of a 32SC1 label-image topic; ``labels`` ``(H, W)``
+    int32. BagError naming the bag, topic and stamp for a malformed message."""
+    with open_reader(path) as reader:
+        for _, msg in iter_messages(reader, topic):
+            try:
+                labels = decode_label_image(msg)
+            except ImageConversionError as error:
+                raise BagError(f"bag {path}, topic {topic}, stamp {format_stamp(stamp_ns(msg))}:"
+                               f" {error}") from None
+            yield stamp_ns(msg), msg.header.frame_id, labels
+
+
+def read_categories(path: str | Path, topic: str = GT_CATEGORIES_TOPIC) -> CategorySet:
+    """The categories of the last CategoryMap message of ``topic``."""
+    with open_reader(path) as reader:
+        maps = [msg for _, msg in iter_messages(reader, topic)]
+    if not maps:
+        raise BagError(f"bag {path}: topic {topic} holds no CategoryMap message")
+    return categories_from_message(maps[-1])
+
+
+# ---------------------------------------------------------------- writing
+class BagWriter:
+    """An open ``rosbags`` Writer that adds one connection per topic on first use."""
+
+    def __init__(self, writer: Writer):
+        self._writer = writer
+        self._connections: dict[str, Any] = {}
+
+    def _connection(self, topic: str, msgtype: str) -> Any:
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype,
+                                                                   typestore=typestore())
+        return self._connections[topic]
+
+    def write(self, topic: str, msg: Any, log_ns: int) -> None:
+        """Serialize a message dataclass and write it at log time ``log_ns``."""
+        self.write_raw(topic, msg.__msgtype__, typestore().serialize_cdr(msg, msg.__msgtype__),
+                       log_ns)
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes, log_ns: int) -> None:
+        """Write CDR bytes (e.g. as received from rclpy with ``raw=True``) of ``msgtype``."""
+        self._writer.write(self._connection(topic, msgtype), log_ns, data)
+
+
+@contextlib.contextmanager
+def open_writer(path: str | Path, storage: str = "mcap") -> Iterator[BagWriter]:
+    """A :class:`BagWriter` creating the bag folder ``path`` (which must not exist)."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    try:
+        writer = Writer(Path(path), version=BAG_VERSION, storage_plugin=plugin)
+        writer.open()
+    except WriterError as error:
+        raise BagError(f"cannot write bag {path}: {error}") from None
+    try:
+        yield BagWriter(writer)
+    finally:
+        writer.close()
+
+
+@dataclass
+class Frame:
+    """One camera frame for :func:`write_frames`: ``rgb`` ``(H, W, 3)`` uint8, optional
+    ground-truth ``labels`` ``(H, W)`` int32 (node encoding), optional stamp (nanoseconds)."""
+
+    rgb: np.ndarray
+    labels: Optional[np.ndarray] = None
+    stamp_ns: Optional[int] = None
+    frame_id: str = "camera"
+
+
+def write_frames(out: str | Path, frames: Iterable[Frame | np.ndarray], *, rate: float = 10.0,
+                 storage: str = "mcap", compressed: bool = False, image_format: str = "png",
+                 categories: Optional[CategorySet] = None, start_ns: int = START_NS,
+                 image_topic: Optional[str] = None) -> int:
+    """Write a bag of camera frames; the number of frames written.
+
+    Frame ``i`` without a stamp gets ``start_ns + i / rate`` seconds. Each frame is written
+    on ``image_topic`` (default :data:`IMAGE_TOPIC`, or :data:`COMPRESSED_TOPIC` with
+    ``compressed``) and, when it has ``labels``, on :data:`GT_LABELS_TOPIC` with the same
+    header; ``categories`` go once on :data:`GT_CATEGORIES_TOPIC` before the first frame.
+    Messages are logged at their stamp. Plain arrays are frames without labels.
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0 Hz, got {rate}")
+    topic = image_topic or (COMPRESSED_TOPIC if compressed else IMAGE_TOPIC)
+    count = 0
+    with open_writer(out, storage) as writer:
+        if categories is not None:
+            writer.write(GT_CATEGORIES_TOPIC, category_map_message(categories, start_ns), start_ns)
+        for index, frame in enumerate(frames):
+            frame = frame if isinstance(frame, Frame) else Frame(frame)
+            stamp = frame.stamp_ns if frame.stamp_ns is not None else \
+                start_ns + round(index * 1e9 / rate)
+            image = (compressed_message(frame.rgb, stamp, frame.frame_id, image_format)
+                     if compressed else image_message(frame.rgb, "rgb8", stamp, frame.frame_id))
+            writer.write(topic, image, stamp)
+            if frame.labels is not None:
+                writer.write(GT_LABELS_TOPIC, label_message(frame.labels, stamp, frame.frame_id),
+                             stamp)
+            count += 1
+    return count
