@@ -13,12 +13,13 @@ API:
 
 * reading: :func:`open_reader` (context manager, clear errors for a missing or corrupt bag),
   :func:`topics`, :func:`iter_messages` ``(log_ns, msg)``, :func:`iter_raw`
-  ``(log_ns, cdr_bytes)``, :func:`iter_images` ``(stamp_ns, frame_id, rgb)`` for Image and
+  ``(log_ns, cdr_bytes, msgtype)``, :func:`iter_images` ``(stamp_ns, frame_id, rgb)`` for Image and
   CompressedImage topics, :func:`iter_label_images` ``(stamp_ns, frame_id, labels)``,
   :func:`read_categories`;
 * message building: :func:`header`, :func:`image_message`, :func:`compressed_message`,
   :func:`label_message`, :func:`category_map_message`; decoding: :func:`decode_image`,
-  :func:`decode_label_image`, :func:`categories_from_message`, :func:`stamp_ns`;
+  :func:`decode_label_image`, :func:`categories_from_message`, :func:`stamp_ns`,
+  :func:`cdr_stamp_ns` (the stamp of serialized bytes), :func:`deserialize`;
 * writing: :func:`open_writer` (a :class:`BagWriter`: ``write(topic, msg, log_ns)``,
   ``write_raw(topic, msgtype, cdr_bytes, log_ns)``) and :func:`write_frames` (images, optional
   ground-truth label images and the category map, with stamps at a fixed rate).
@@ -33,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +110,16 @@ def message_type(name: str) -> type:
 def stamp_ns(msg: Any) -> int:
     """The header stamp of ``msg`` in integer nanoseconds."""
     return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+
+
+def cdr_stamp_ns(data: bytes) -> int:
+    """The header stamp (nanoseconds) of a CDR-serialized message whose first field is a
+    ``std_msgs/Header`` (Image, CompressedImage, the panoptic outputs), read without
+    deserializing the rest (e.g. the pixels)."""
+    if len(data) < 12:
+        raise ValueError(f"CDR message of {len(data)} bytes is too short for a header")
+    sec, nanosec = struct.unpack_from("<iI" if data[1] == 1 else ">iI", data, 4)
+    return sec * 10**9 + nanosec
 
 
 def format_stamp(stamp: int) -> str:
