@@ -181,6 +181,18 @@ def resume_training(path: Path, trainables: Trainables, config: UPSNetConfig,
                     extra.get("metrics", {}), _rng_state(path, extra, context))
 
 
+def initialise_weights(path: Path, model: nn.Module, config: UPSNetConfig) -> None:
+    """Load only the weights of the checkpoint at ``path`` into ``model`` (the start of a
+    fine-tuning run).
+
+    Raises:
+        CheckpointError: unreadable file, or another model or categories than ``config``.
+    """
+    contents = read_checkpoint(path)
+    _check_same_model(path, contents["config"], config)
+    model.load_state_dict(contents["model"])
+
+
 def _rng_state(path: Path, extra: dict, context: DistributedContext) -> Optional[dict]:
     if extra["world_size"] == context.world_size:
         return extra["rng"][context.rank]

@@ -6,6 +6,7 @@ missing data folder, or a dataset whose classes differ from the config's.
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,7 @@ from upsnet_core.data.transforms import (Compose, RandomCrop, RandomHorizontalFl
                                          RandomScale, RandomShortSide)
 
 from .distributed import DistributedContext
+from .mixing import MixedDataset
 from .sampling import PositionSeededDataset, StreamBatchSampler
 from .settings import DataSettings, TrainingSettings
 
@@ -63,6 +65,18 @@ def check_categories(dataset: PanopticDataset, categories: CategorySet, unlisted
                                    + "; ".join(parts))
 
 
+def training_set(settings: DataSettings, categories: CategorySet,
+                 transforms: Optional[Transform] = None) -> PanopticDataset | MixedDataset:
+    """The training split, or the mix of ``data.train_mix`` when it is set (each source
+    checked like :func:`load_split`)."""
+    if settings.train_mix is None:
+        return load_split(settings, settings.train_split, categories, transforms)
+    sources = [load_split(replace(settings, kind=source.kind or settings.kind), source.split,
+                          categories, transforms, root=source.root)
+               for source in settings.train_mix]
+    return MixedDataset(sources, [source.weight for source in settings.train_mix])
+
+
 def training_transforms(settings: DataSettings, generator: torch.Generator) -> Compose:
     """Scale jitter, random crop and horizontal flip, all drawing from ``generator``."""
     steps: list[Transform] = []
@@ -90,8 +104,7 @@ def training_loader(data: DataSettings, training: TrainingSettings, categories: 
     """Batches ``(images, targets)`` of this rank for ``iterations`` iterations, starting at
     stream position ``start_position`` (see :mod:`training.sampling`)."""
     generator = torch.Generator()
-    dataset = load_split(data, data.train_split, categories,
-                         training_transforms(data, generator))
+    dataset = training_set(data, categories, training_transforms(data, generator))
     sampler = StreamBatchSampler(len(dataset), training.images_per_batch, context.rank,
                                  context.world_size, training.seed, start_position, iterations)
     return DataLoader(PositionSeededDataset(dataset, generator, training.seed),

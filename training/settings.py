@@ -35,6 +35,9 @@ class TrainingSettings:
     """Learning-rate fraction at iteration 0; rises linearly to 1 at ``warmup_iters``."""
     clip_grad_norm: Optional[float] = None
     """Maximum global L2 norm of the gradients; null: no clipping."""
+    init_weights: Optional[str] = None
+    """Checkpoint whose weights start a new run (fine-tuning; not its optimizer state). Its
+    model and categories must be the config's. A resumed run continues from ``last.pt``."""
     amp: bool = True
     """Mixed precision (float16 autocast + gradient scaling) on GPUs; never on the CPU."""
     seed: int = 0
@@ -47,6 +50,19 @@ class TrainingSettings:
 
 
 @dataclass
+class MixSource:
+    """One dataset of ``data.train_mix``."""
+
+    root: Optional[str] = None
+    """Dataset folder (required)."""
+    weight: float = 1.0
+    """Share of the training stream, relative to the other sources' weights."""
+    split: str = "train"
+    kind: Optional[str] = None
+    """Dataset kind; null: ``data.kind``."""
+
+
+@dataclass
 class DataSettings:
     """Dataset location, splits and augmentation."""
 
@@ -55,6 +71,9 @@ class DataSettings:
     root: Optional[str] = None
     """Dataset folder (relative paths are taken from the working directory)."""
     train_split: str = "train"
+    train_mix: Optional[list[MixSource]] = None
+    """Train on these datasets at the proportions of their weights (:mod:`training.mixing`)
+    instead of ``root``/``train_split``; validation still reads ``root``/``val_split``."""
     val_split: Optional[str] = "val"
     """Split for periodic evaluation; null: no evaluation during training."""
     max_val_images: Optional[int] = None
@@ -135,5 +154,12 @@ def _check_data(s: DataSettings) -> None:
     _require(s.max_val_images is None or s.max_val_images > 0, "data.max_val_images",
              "must be > 0")
     _require(s.num_workers >= 0, "data.num_workers", "must be >= 0")
+    for i, source in enumerate(s.train_mix or []):
+        _require(source.root is not None, f"data.train_mix[{i}].root", "must be set")
+        _require(source.weight > 0, f"data.train_mix[{i}].weight", "must be > 0")
+        _require(source.kind is None or source.kind in DATASET_KINDS,
+                 f"data.train_mix[{i}].kind", f"must be one of {sorted(DATASET_KINDS)}")
+    _require(s.train_mix is None or len(s.train_mix) > 0, "data.train_mix",
+             "must list at least one dataset, or be null")
     _require(s.unlisted_classes in ("error", "void"), "data.unlisted_classes",
              f"must be 'error' or 'void', got {s.unlisted_classes!r}")

@@ -32,8 +32,8 @@ from upsnet_core.config import UPSNetConfig, load_config
 from upsnet_core.data import PanopticDataset
 from upsnet_core.modeling import build_upsnet
 
-from .checkpoints import (CheckpointDirectory, Progress, Trainables, resume_training,
-                          save_training_checkpoint)
+from .checkpoints import (CheckpointDirectory, Progress, Trainables, initialise_weights,
+                          resume_training, save_training_checkpoint)
 from .data import load_split, training_loader
 from .distributed import DistributedContext, distributed_context
 from .metrics_log import MetricsLog
@@ -105,11 +105,16 @@ def _trainables(config: UPSNetConfig, training: TrainingSettings,
 
 
 def _progress(args: argparse.Namespace, checkpoints: CheckpointDirectory, trainables: Trainables,
-              config: UPSNetConfig, context: DistributedContext) -> Progress:
-    """The state of ``last.pt`` with ``--resume``; a new run otherwise."""
+              config: UPSNetConfig, training: TrainingSettings,
+              context: DistributedContext) -> Progress:
+    """The state of ``last.pt`` with ``--resume``; a new run otherwise (starting from the
+    weights of ``training.init_weights`` when set)."""
     if not checkpoints.last.is_file():
         if args.resume:
             log.info("no %s yet: starting from iteration 0", checkpoints.last)
+        if training.init_weights is not None:
+            initialise_weights(Path(training.init_weights), trainables.model, config)
+            log.info("initial weights from %s", training.init_weights)
         return Progress()
     if not args.resume:
         raise FileExistsError(f"{args.output} already holds a run ({checkpoints.last}); pass "
@@ -128,7 +133,7 @@ def _start(args: argparse.Namespace, context: DistributedContext) -> Run:
         raise ValueError(f"--max-iters must be > 0, got {max_iters}")
     checkpoints = CheckpointDirectory(args.output, training.keep_last)
     trainables = _trainables(config, training, context)
-    progress = _progress(args, checkpoints, trainables, config, context)
+    progress = _progress(args, checkpoints, trainables, config, training, context)
     model = trainables.model
     validation = metrics = None
     if context.is_main:
