@@ -2,6 +2,7 @@
 
     source scripts/env.sh
     python benchmarks/bench_node.py [--checkpoint CK] [--height 1024] [--width 2048] [--frames 10]
+        [--input-long-side N]
 
 Model inference: ``Predictor`` called in this process on the same rgb8 frame (median),
 on a worker thread as in the node.
@@ -11,6 +12,8 @@ its ``panoptic/labels`` message (median). Overhead = end to end - model inferenc
 (conversion, DDS transport both ways, message building). The node's own inference
 figure from /diagnostics is printed too. Without ``--checkpoint`` the shipped default
 model is used, or a random-weight ``config/upsnet_small.yaml`` model where it is absent.
+``--input-long-side`` is the node parameter (-1, default: the checkpoint's network input
+size; 0: the full frame), used for both measurements.
 """
 from __future__ import annotations
 
@@ -49,11 +52,12 @@ def benchmark_checkpoint(path: str | None, folder: Path) -> Path:
         return save_checkpoint(folder / "random_small.pt", build_upsnet(config), config)
 
 
-def model_inference(checkpoint: Path, image: np.ndarray, frames: int) -> list[float]:
+def model_inference(checkpoint: Path, image: np.ndarray, frames: int,
+                    long_side: int) -> list[float]:
     """Seconds per ``Predictor`` call on ``image`` (after one warm-up call), on a thread of
     its own as in the node (PyTorch's CPU threading differs between the main thread and
     others, a lot on a busy machine)."""
-    predictor = Predictor.from_checkpoint(checkpoint, "cpu")
+    predictor = Predictor.from_checkpoint(checkpoint, "cpu", None if long_side == -1 else long_side)
     times: list[float] = []
 
     def run() -> None:
@@ -68,13 +72,14 @@ def model_inference(checkpoint: Path, image: np.ndarray, frames: int) -> list[fl
     return times
 
 
-def end_to_end(checkpoint: Path, image: np.ndarray, frames: int,
+def end_to_end(checkpoint: Path, image: np.ndarray, frames: int, long_side: int,
                log: Path) -> tuple[list[float], dict[str, str]]:
     """Seconds from publish to labels received per frame, and the node's last diagnostics."""
     os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)
     params = ["--params-file", str(ROOT / "config" / "upsnet.yaml"), "-r", "__ns:=/bench"]
     for key, value in {"checkpoint": checkpoint, "device": "cpu", "qos.reliability": "reliable",
-                       "max_image_pixels": 0, "diagnostics_period": 0.5}.items():
+                       "max_image_pixels": 0, "diagnostics_period": 0.5,
+                       "input_long_side": long_side}.items():
         params += ["-p", f"{key}:={value}"]
     node = NodeProcess([str(EXECUTABLE)], params, log)
     rclpy.init()
@@ -106,14 +111,19 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--input-long-side", type=int, default=-1,
+                        help="network input long side (-1: the checkpoint's, 0: full frame)")
     args = parser.parse_args()
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = benchmark_checkpoint(args.checkpoint, Path(folder))
         print(f"checkpoint {checkpoint}, {args.height}x{args.width} rgb8, CPU, "
-              f"{torch.get_num_threads()} threads, {args.frames} frames")
-        model = statistics.median(model_inference(checkpoint, image, args.frames))
-        latency, diagnostics = end_to_end(checkpoint, image, args.frames, Path(folder) / "node.log")
+              f"{torch.get_num_threads()} threads, {args.frames} frames, "
+              f"input_long_side {args.input_long_side}")
+        model = statistics.median(model_inference(checkpoint, image, args.frames,
+                                                  args.input_long_side))
+        latency, diagnostics = end_to_end(checkpoint, image, args.frames, args.input_long_side,
+                                          Path(folder) / "node.log")
     e2e = statistics.median(latency)
     print(f"model inference (in process, median): {model * 1e3:8.1f} ms")
     print(f"node inference  (/diagnostics p50):   {float(diagnostics['inference_ms_p50']):8.1f} ms")

@@ -59,6 +59,17 @@ def test_config_naming_unknown_classes(small_config):
         config_from_dict(values)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("decision_stride", 3, "decision_stride must be 1, 2 or 4"),
+    ("input_long_side", -5, "input_long_side must be >= 0"),
+])
+def test_config_with_bad_inference_values(small_config, key, value, message):
+    values = small_config.to_dict()
+    values["model"]["inference"][key] = value
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(values)
+
+
 def test_config_with_unknown_preset_or_key(small_config, tmp_path):
     values = small_config.to_dict()
     values["categories"] = "kitti"

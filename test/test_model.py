@@ -9,6 +9,7 @@ import torch
 from conftest import CONFIG_DIR, box_target
 from upsnet_core.config import config_from_dict, load_config
 from upsnet_core.modeling import SEMANTIC_UNKNOWN, build_upsnet
+from upsnet_core.modeling.upsnet import decision_grid_logits
 
 EXPECTED_LOSSES = {"loss_rpn_objectness", "loss_rpn_box", "loss_box_cls", "loss_box_reg",
                    "loss_mask", "loss_semantic", "loss_semantic_roi", "loss_panoptic"}
@@ -138,3 +139,31 @@ def test_heuristic_merge_gives_a_valid_label_image(model):
     assert {s["id"] for s in result.segments} == set(result.panoptic.unique().tolist()) - {0}
     with pytest.raises(ValueError, match="merge must be"):
         model.predict([torch.rand(3, 32, 32)], merge="average")
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_decision_stride_sets_the_grid_of_the_label_image(model, stride):
+    model.eval()
+    config = copy.copy(model.inference_config)
+    config.decision_stride, config.score_threshold = stride, 0.0
+    original, model.inference_config = model.inference_config, config
+    try:
+        result = model([torch.rand(3, 64, 96)])[0]
+    finally:
+        model.inference_config = original
+    blocks = result.panoptic.reshape(64 // stride, stride, 96 // stride, stride)
+    assert (blocks == blocks[:, :1, :, :1]).all()
+    assert {s["id"] for s in result.segments} == set(result.panoptic.unique().tolist()) - {0}
+    for segment in result.segments:
+        assert int((result.panoptic == segment["id"]).sum()) == segment["area"]
+
+
+def test_decision_grid_logits_interpolate_between_cell_centres():
+    """A logit equal to the x position of its cell's centre (input pixels) becomes, on the
+    stride-1 grid, the x position of each pixel's centre (away from the border cells)."""
+    cell_centres = (torch.arange(6) + 0.5) * 4
+    logits = cell_centres.expand(1, 5, 6).clone()  # 8 padded rows beyond the image
+    fine = decision_grid_logits(logits, (12, 24), 1)
+    assert fine.shape == (1, 12, 24)
+    assert torch.allclose(fine[0, :, 2:22], (torch.arange(24.0) + 0.5)[2:22].expand(12, 20))
+    assert decision_grid_logits(logits, (12, 24), 4).shape == (1, 3, 6)

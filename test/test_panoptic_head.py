@@ -18,8 +18,8 @@ def _logits(values: dict[int, torch.Tensor], size=(4, 6)) -> torch.Tensor:
 
 def test_stuff_only_gives_stuff_and_unknown_channels():
     logits = _logits({0: torch.tensor(1.0), 1: torch.tensor(2.0), 2: torch.tensor(5.0), 3: torch.tensor(3.0)})
-    z = PanopticHead(NUM_STUFF, STRIDE)(logits, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
-                                        torch.zeros(0, 4, 6))
+    z = PanopticHead(NUM_STUFF)(logits, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
+                                torch.zeros(0, 4, 6), STRIDE)
     assert z.shape == (NUM_STUFF + 1, 4, 6)
     assert torch.equal(z[:2], logits[:2])
     # unknown = max(X_thing) - max(X_mask) with no instance = 5 - 0
@@ -30,7 +30,7 @@ def test_one_box_takes_thing_logits_inside_and_zero_outside():
     logits = _logits({0: torch.tensor(0.5), 2: torch.tensor(3.0), 3: torch.tensor(1.0)})
     box = torch.tensor([[4.0, 0.0, 12.0, 8.0]])  # cells with centres x in {6, 10}, y in {2, 6}
     pasted = paste_mask_logits(torch.full((1, 28, 28), 2.0), box, (4, 6), STRIDE)
-    z = PanopticHead(NUM_STUFF, STRIDE)(logits, box, torch.tensor([1]), pasted)
+    z = PanopticHead(NUM_STUFF)(logits, box, torch.tensor([1]), pasted, STRIDE)
     inside = torch.zeros(4, 6, dtype=torch.bool)
     inside[0:2, 1:3] = True
     assert torch.allclose(z[2][inside], torch.tensor(5.0))  # X_thing1 + Y = 3 + 2
@@ -49,7 +49,7 @@ def _two_overlapping_instances():
     boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0], [8.0, 0.0, 24.0, 16.0]])
     mask = torch.stack([torch.full((28, 28), 1.0), torch.full((28, 28), -1.0)])
     pasted = paste_mask_logits(mask, boxes, (4, 6), STRIDE)
-    return PanopticHead(NUM_STUFF, STRIDE)(logits, boxes, torch.tensor([1, 2]), pasted)
+    return PanopticHead(NUM_STUFF)(logits, boxes, torch.tensor([1, 2]), pasted, STRIDE)
 
 
 def test_overlapping_boxes_pixel_goes_to_higher_sum():

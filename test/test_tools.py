@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import CONFIG_DIR, ROOT
-from upsnet_core.checkpoint import save_checkpoint
+from upsnet_core.checkpoint import load_model, save_checkpoint
 from upsnet_core.data.panoptic_io import read_panoptic_png
-from upsnet_core.inference import Predictor
+from upsnet_core.inference import Predictor, image_to_tensor
 from upsnet_core.modeling import build_upsnet
 from upsnet_core.tools import benchmark, predict
 
@@ -81,6 +81,30 @@ def test_predictor_resizes_and_maps_back(checkpoint):
         predictor(np.zeros((10, 10), np.uint8))
 
 
+def test_predictor_feeds_the_network_what_evaluation_feeds_it(checkpoint, small_config):
+    """Without ``input_long_side`` the Predictor takes the model's; the network then gets
+    exactly the pixels that ``training.evaluate`` gives it for the same image and size."""
+    from training.settings import DataSettings
+    from training.validation import network_size
+    from upsnet_core.data.transforms import resize_image
+
+    model, config = load_model(checkpoint)
+    predictor = Predictor(model, config, "cpu")
+    long_side = small_config.model.inference.input_long_side
+    assert long_side > 0 and predictor.input_long_side == long_side
+    image = np.random.default_rng(2).integers(0, 255, (90, 160, 3), np.uint8)
+    size = network_size(90, 160, DataSettings(), long_side)
+    assert max(size) == long_side
+    expected = model.predict([resize_image(image_to_tensor(image), size)],
+                             output_sizes=[(90, 160)])[0]
+    result = predictor(image)
+    assert torch.equal(result.panoptic, expected.panoptic)
+    assert result.segments == expected.segments
+    assert Predictor(model, config, "cpu", input_long_side=0).input_long_side == 0
+    with pytest.raises(ValueError, match="input_long_side must be >= 0"):
+        Predictor(model, config, "cpu", input_long_side=-1)
+
+
 def test_benchmark_reports_every_stage(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert benchmark.main(["--config", str(CONFIG_DIR / "upsnet_small.yaml"), "--height", "64",
@@ -95,7 +119,7 @@ def test_benchmark_reports_every_stage(tmp_path, capsys):
 
 
 def test_export_drops_training_state_and_halves_weights(checkpoint, tmp_path):
-    from upsnet_core.checkpoint import load_model, read_checkpoint
+    from upsnet_core.checkpoint import read_checkpoint
     from upsnet_core.tools import export
     out = tmp_path / "shipped.pt"
     assert export.main(["--checkpoint", str(checkpoint), "--output", str(out), "--half"]) == 0
@@ -107,3 +131,8 @@ def test_export_drops_training_state_and_halves_weights(checkpoint, tmp_path):
     assert torch.equal(shipped.state_dict()[weight], original.state_dict()[weight].half().float())
     assert read_checkpoint(out)["extra"] == {}
     assert export.main(["--checkpoint", str(tmp_path / "none.pt"), "--output", str(out)]) == 2
+    assert export.main(["--checkpoint", str(checkpoint), "--output", str(out),
+                        "--input-long-side", "320"]) == 0
+    assert load_model(out)[1].model.inference.input_long_side == 320
+    assert export.main(["--checkpoint", str(checkpoint), "--output", str(out),
+                        "--input-long-side", "-2"]) == 2

@@ -13,13 +13,13 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from upsnet_core.categories import CategorySet
 from upsnet_core.data import PanopticDataset
 from upsnet_core.evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
-from upsnet_core.inference import device_name
+from upsnet_core.data.transforms import resize_image
+from upsnet_core.inference import device_name, scaled_size
 from upsnet_core.modeling import SEMANTIC_UNKNOWN, PanopticResult, UPSNet
 from upsnet_core.profiling import StageTimer
 
@@ -30,10 +30,12 @@ UNKNOWN = "(unknown)"
 """Name of the prediction-only class of unknown pixels in the semantic confusion matrix."""
 
 
-def network_size(height: int, width: int, data: DataSettings) -> tuple[int, int]:
+def network_size(height: int, width: int, data: DataSettings,
+                 model_long_side: int = 0) -> tuple[int, int]:
     """Input size of the network for a ``height x width`` image: ``test_scale`` times the
     size, or the short side at ``test_short_side`` with the long side at most ``max_size``;
-    unchanged when neither is set."""
+    when neither is set, the long side at the model's ``inference.input_long_side``
+    (``model_long_side``, 0: unchanged) as the node and ``predict`` do."""
     if data.test_scale is not None:
         factor = data.test_scale
     elif data.test_short_side is not None:
@@ -41,16 +43,8 @@ def network_size(height: int, width: int, data: DataSettings) -> tuple[int, int]
         if data.max_size is not None:
             factor = min(factor, data.max_size / max(height, width))
     else:
-        return height, width
+        return scaled_size(height, width, model_long_side)
     return max(1, round(height * factor)), max(1, round(width * factor))
-
-
-def _resized(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(3, H, W)`` image resized like the training transforms (bilinear, antialiased)."""
-    if tuple(image.shape[-2:]) == size:
-        return image
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
-                         antialias=True)[0].clamp_(0, 1)
 
 
 class _Evaluators:
@@ -121,7 +115,9 @@ def evaluate_model(model: UPSNet, dataset: PanopticDataset, data: DataSettings,
         with preserved_rng_state():
             for index in tqdm(range(count), desc="evaluate", disable=not progress):
                 image, target = dataset[index]
-                network_input = _resized(image, network_size(*image.shape[-2:], data))
+                size = network_size(*image.shape[-2:], data,
+                                    model.inference_config.input_long_side)
+                network_input = resize_image(image, size)
                 network_input = network_input.to(device)
                 output_size = tuple(image.shape[-2:])
                 if index == 0:  # warm-up: one-time initialisation is not inference time

@@ -82,6 +82,15 @@ class InferenceConfig:
     """Stuff segments smaller than this (pixels at ``stuff_area_reference``) become unknown."""
     stuff_area_reference: list[int] = field(default_factory=lambda: [1024, 2048])
     """Image size (H, W) at which ``stuff_area`` is given; the threshold scales with the image area."""
+    decision_stride: int = 1
+    """Stride, in network-input pixels, of the grid on which each pixel's panoptic channel is
+    chosen: 1 upsamples the heads' 1/4 logits bilinearly to the network input before the
+    argmax (boundaries between the heads' cells, as the paper's full-size output), 2 or 4
+    are cheaper and coarser (4: the heads' own grid)."""
+    input_long_side: int = 0
+    """Long side, in pixels, at which camera images are given to the network (aspect ratio
+    kept; ``0``: their own size). Stored with the model so that the node and ``predict``
+    feed it images at the scale it was trained for."""
 
 
 @dataclass
@@ -208,6 +217,12 @@ def validate(config: UPSNetConfig) -> None:
         raise ValueError("model.unknown_fraction must be in [0, 1)")
     if len(model.inference.stuff_area_reference) != 2:
         raise ValueError("model.inference.stuff_area_reference must be [height, width]")
+    if model.inference.decision_stride not in (1, 2, 4):
+        raise ValueError("model.inference.decision_stride must be 1, 2 or 4 (it divides the "
+                         f"heads' stride 4), got {model.inference.decision_stride}")
+    if model.inference.input_long_side < 0:
+        raise ValueError("model.inference.input_long_side must be >= 0 (0: the image's own "
+                         f"size), got {model.inference.input_long_side}")
     if len(model.input.pixel_mean) != 3 or len(model.input.pixel_std) != 3:
         raise ValueError("model.input.pixel_mean and pixel_std need 3 values (RGB)")
     if model.input.size_divisibility % 32:

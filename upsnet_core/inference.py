@@ -4,11 +4,11 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .data.transforms import resize_image
 from .config import UPSNetConfig
 from .modeling import PanopticResult, UPSNet
 
@@ -59,17 +59,22 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 class Predictor:
     """Model + device + input size: ``predictor(rgb_uint8)`` gives a result at the image's size.
 
-    ``input_long_side`` resizes the image (long side, aspect kept) before the network;
-    the label image is mapped back to the original size (nearest), with segment areas
-    and boxes computed for that size.
+    ``input_long_side`` resizes the image (long side, aspect kept, :func:`resize_image`)
+    before the network: ``None`` takes the model's ``inference.input_long_side``, ``0``
+    keeps the image's own size. The label image is mapped back to the original size
+    (nearest), with segment areas and boxes computed for that size.
     """
 
     def __init__(self, model: UPSNet, config: UPSNetConfig, device: str = "auto",
                  input_long_side: int | None = None):
+        if input_long_side is not None and input_long_side < 0:
+            raise ValueError(f"input_long_side must be >= 0 (0: the image's own size) or None "
+                             f"(the model's), got {input_long_side}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
-        self.input_long_side = input_long_side
+        self.input_long_side = (config.model.inference.input_long_side
+                                if input_long_side is None else input_long_side)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto",
@@ -85,7 +90,5 @@ class Predictor:
         check_rgb_image(image)
         height, width = image.shape[:2]
         size = scaled_size(height, width, self.input_long_side)
-        if size != (height, width):
-            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        tensor = image_to_tensor(image).to(self.device)
+        tensor = resize_image(image_to_tensor(image).to(self.device), size)
         return self.model.predict([tensor], output_sizes=[(height, width)])[0]

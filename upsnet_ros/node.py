@@ -52,8 +52,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "checkpoint": ("", "checkpoint file; empty: the shipped default model (read on configure)"),
     "device": ("auto", "auto | cpu | cuda | cuda:N (read on configure)"),
     "half_precision": (True, "fp16 autocast around inference on CUDA (ignored on the CPU)"),
-    "input_long_side": (0, "network input long side in pixels, 0: the image's own size; "
-                           "outputs are always at the input size (read on configure)"),
+    "input_long_side": (-1, "network input long side in pixels; -1: the checkpoint's "
+                            "(inference.input_long_side), 0: the image's own size; outputs are "
+                            "always at the input size (read on configure)"),
     "max_image_pixels": (16_777_216, "larger images are rejected (0: no limit)"),
     "score_threshold": (-1.0, "detections at or below this score are dropped; 0..1, -1: checkpoint's"),
     "mask_overlap_threshold": (-1.0, "max overlap of a mask with kept masks; 0..1, -1: checkpoint's"),
@@ -107,8 +108,10 @@ def setting_error(name: str, value: Any) -> str:
         return f"qos.reliability must be best_effort or reliable, got {value!r}"
     if name == "qos.depth" and (not isinstance(value, int) or value < 1):
         return f"qos.depth must be an integer >= 1, got {value!r}"
-    if name in ("input_long_side", "max_image_pixels") and (not isinstance(value, int) or value < 0):
-        return f"{name} must be an integer >= 0, got {value!r}"
+    if name == "max_image_pixels" and (not isinstance(value, int) or value < 0):
+        return f"max_image_pixels must be an integer >= 0, got {value!r}"
+    if name == "input_long_side" and (not isinstance(value, int) or value < -1):
+        return f"input_long_side must be an integer >= 0 or -1 (the checkpoint's), got {value!r}"
     if name == "diagnostics_period" and (not isinstance(value, (int, float)) or value <= 0):
         return f"diagnostics_period must be > 0, got {value!r}"
     return ""
@@ -164,8 +167,9 @@ class UPSNetNode(LifecycleNode):
     def _load_model(self) -> None:
         """Load the checkpoint onto the device, apply the thresholds and run one warm-up frame."""
         checkpoint = resolve_checkpoint(self._param("checkpoint"))
+        long_side = self._param("input_long_side")
         self._predictor = Predictor.from_checkpoint(
-            checkpoint, self._param("device"), self._param("input_long_side") or None)
+            checkpoint, self._param("device"), None if long_side == -1 else long_side)
         self._checkpoint = str(checkpoint)
         self._apply_thresholds()
         started = time.perf_counter()
@@ -303,7 +307,7 @@ class UPSNetNode(LifecycleNode):
         predictor = self._predictor
         values = {"model": self._checkpoint,
                   "device": str(predictor.device) if predictor else "none",
-                  "input_long_side": self._param("input_long_side")}
+                  "input_long_side": predictor.input_long_side if predictor else "none"}
         if predictor is not None:
             config = predictor.model.inference_config
             values.update({name: getattr(config, name) for name in THRESHOLDS})

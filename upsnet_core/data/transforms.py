@@ -31,13 +31,25 @@ class Compose:
         return image, target
 
 
+def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``(3, H, W)`` float image in [0, 1] resized to ``size = (h, w)``: bilinear,
+    antialiased when shrinking; the same tensor when the size is already right.
+
+    The one image resize of training, evaluation, ``predict`` and the node, so that every
+    path gives the network the same pixels for the same image and size.
+    """
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False,
+                         antialias=True)[0].clamp_(0, 1)
+
+
 def resize(image: torch.Tensor, target: dict, size: tuple[int, int]) -> tuple[torch.Tensor, dict]:
     """Resize to ``size = (H, W)``: bilinear (antialiased) image, nearest label maps."""
     height, width = image.shape[-2:]
     if (height, width) == tuple(size):
         return image, target
-    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
-                          antialias=True)[0].clamp_(0, 1)
+    image = resize_image(image, size)
     rows = _nearest_indices(height, size[0])
     cols = _nearest_indices(width, size[1])
     panoptic = target["panoptic"][rows][:, cols]

@@ -7,8 +7,9 @@ instances with boxes ``B_i``, thing labels ``C_i`` and 28x28 mask logits ``Y_i``
 
 ``X_mask_i`` is the channel of class ``C_i`` inside box ``B_i`` (zero outside) and
 ``Y_mask_i`` the mask logits resized bilinearly into the box (zero outside). The last
-channel is the unknown class. Everything here works on one image at the heads'
-resolution ``(h, w) = (H/stride, W/stride)`` and is differentiable.
+channel is the unknown class. Everything here works on one image on a grid of stride
+``stride`` input pixels, ``(h, w) = (H/stride, W/stride)``: the heads' own 1/4 grid in
+training, a finer one (upsampled logits) at inference; it is differentiable.
 """
 from __future__ import annotations
 
@@ -72,26 +73,26 @@ def box_masks(boxes: Tensor, size: tuple[int, int], stride: int) -> Tensor:
 class PanopticHead(nn.Module):
     """Builds the panoptic logits ``Z (num_stuff + K + 1, h, w)``; it has no parameters."""
 
-    def __init__(self, num_stuff: int, stride: int = 4):
+    def __init__(self, num_stuff: int):
         super().__init__()
         self.num_stuff = num_stuff
-        self.stride = stride
 
     def forward(self, semantic_logits: Tensor, boxes: Tensor, thing_labels: Tensor,
-                pasted_mask_logits: Tensor) -> Tensor:
+                pasted_mask_logits: Tensor, stride: int) -> Tensor:
         """
         Args:
-            semantic_logits: ``(num_classes, h, w)``, stuff channels first.
+            semantic_logits: ``(num_classes, h, w)``, stuff channels first, on a grid of
+                ``stride`` input pixels.
             boxes: ``(K, 4)`` xyxy in input pixels.
             thing_labels: ``(K,)`` int64 in ``1..num_things``.
-            pasted_mask_logits: ``(K, h, w)`` from :func:`paste_mask_logits`.
+            pasted_mask_logits: ``(K, h, w)`` from :func:`paste_mask_logits` on that grid.
         Returns:
             ``(num_stuff + K + 1, h, w)``: stuff, one channel per instance, unknown last.
         """
         size = semantic_logits.shape[-2:]
         stuff = semantic_logits[: self.num_stuff]
         things = semantic_logits[self.num_stuff:]
-        inside = box_masks(boxes, size, self.stride).to(semantic_logits.dtype)
+        inside = box_masks(boxes, size, stride).to(semantic_logits.dtype)
         x_mask = things[thing_labels - 1] * inside
         # Outside every box X_mask is zero, so with no instance max(X_mask) is zero too.
         max_mask = x_mask.max(dim=0).values if len(boxes) else torch.zeros_like(things[0])

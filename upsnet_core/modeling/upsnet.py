@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
@@ -91,7 +92,8 @@ class UPSNet(nn.Module):
             unknown = sample_unknown(len(boxes), self.unknown_fraction, boxes.device)
             known = ~unknown
             pasted = paste_mask_logits(masks_logits[known], boxes[known], size, HEAD_STRIDE)
-            all_logits.append(self.panoptic_head(image_logits, boxes[known], labels[known], pasted))
+            all_logits.append(self.panoptic_head(image_logits, boxes[known], labels[known], pasted,
+                                                 HEAD_STRIDE))
             masks = labels_at_stride(target["masks"], HEAD_STRIDE, size, 0).bool()
             all_targets.append(panoptic_target(image_semantic, masks, unknown,
                                                self.categories.num_stuff))
@@ -140,20 +142,23 @@ class UPSNet(nn.Module):
                          merge: str) -> post.PanopticResult:
         """Merge semantic and instance outputs of one image into its label image.
 
-        ``logits (C, h_pad, w_pad)`` are cropped to the cells that cover the image. Both
-        merges decide one channel per cell (stuff index, ``num_stuff + i`` for instance
-        ``i``, or the last channel for unknown/void) and share the rendering.
+        ``logits (C, h_pad, w_pad)`` are cropped to the cells that cover the image and
+        upsampled to the decision grid (``inference.decision_stride``), where the mask
+        logits are pasted too. Both merges decide one channel per grid cell (stuff index,
+        ``num_stuff + i`` for instance ``i``, or the last channel for unknown/void) and
+        share the rendering.
         """
-        height, width = -(-input_size[0] // HEAD_STRIDE), -(-input_size[1] // HEAD_STRIDE)
-        logits = logits[:, :height, :width].float()
+        stride = self.inference_config.decision_stride
+        logits = decision_grid_logits(logits.float(), input_size, stride)
+        size = tuple(logits.shape[-2:])
         boxes, labels, scores = detections["boxes"], detections["labels"], detections["scores"]
-        pasted = paste_mask_logits(mask_logits.float(), boxes, (height, width), HEAD_STRIDE)
+        pasted = paste_mask_logits(mask_logits.float(), boxes, size, stride)
         num_stuff, overlap = self.categories.num_stuff, self.inference_config.mask_overlap_threshold
         semantic_argmax = logits.argmax(dim=0)
         if merge == "upsnet":
             keep = post.prune_overlapping_masks(pasted > 0, labels, overlap)
             boxes, labels, scores, pasted = boxes[keep], labels[keep], scores[keep], pasted[keep]
-            channels = self.panoptic_head(logits, boxes, labels, pasted).argmax(dim=0)
+            channels = self.panoptic_head(logits, boxes, labels, pasted, stride).argmax(dim=0)
             instance_classes = post.assign_instance_classes(
                 channels, semantic_argmax, labels, num_stuff, self.categories.num_classes)
         elif merge == "heuristic":
@@ -165,19 +170,39 @@ class UPSNet(nn.Module):
         ids = post.channel_ids(self.categories, instance_classes, won[num_stuff:-1] > 0)
         instance_scores = {i: s for i, s in zip(ids[num_stuff:-1].tolist(), scores.tolist())
                            if i % LABEL_DIVISOR}
-        return self._render(ids[channels], instance_scores, input_size, output_size)
+        return self._render(ids[channels], instance_scores, input_size, output_size, stride)
 
     def _render(self, cell_ids: Tensor, instance_scores: dict[int, float],
-                input_size: tuple[int, int], output_size: tuple[int, int]) -> post.PanopticResult:
-        """Label image at ``output_size`` from the label ids of the heads' cells."""
-        rows = post.output_index(output_size[0], input_size[0], HEAD_STRIDE, cell_ids.device)
-        cols = post.output_index(output_size[1], input_size[1], HEAD_STRIDE, cell_ids.device)
+                input_size: tuple[int, int], output_size: tuple[int, int],
+                stride: int) -> post.PanopticResult:
+        """Label image at ``output_size`` from the label ids of the decision grid's cells."""
+        rows = post.output_index(output_size[0], input_size[0], stride, cell_ids.device)
+        cols = post.output_index(output_size[1], input_size[1], stride, cell_ids.device)
         stats = post.segment_stats(cell_ids, rows, cols)
         cell_ids, stats = post.void_small_stuff(
             cell_ids, stats, post.stuff_area_threshold(self.inference_config, output_size))
         panoptic, semantic = post.render(cell_ids, rows, cols)
         return post.PanopticResult(panoptic, semantic,
                                    post.segments_info(stats, self.categories, instance_scores))
+
+
+def decision_grid_logits(logits: Tensor, input_size: tuple[int, int], stride: int) -> Tensor:
+    """``logits (C, h_pad, w_pad)`` of the heads' 1/4 grid, cropped to the cells covering an
+    ``input_size`` image and upsampled bilinearly to a grid of ``stride`` input pixels:
+    ``(C, ceil(H / stride), ceil(W / stride))``.
+
+    With ``align_corners=False`` the centre of fine cell ``j`` lands where it lies in the
+    input image, so the upsampled values are the heads' logits interpolated between the
+    centres of their cells.
+    """
+    cells = tuple(-(-side // HEAD_STRIDE) for side in input_size)
+    logits = logits[:, :cells[0], :cells[1]]
+    if stride == HEAD_STRIDE:
+        return logits
+    fine = tuple(-(-side // stride) for side in input_size)
+    upsampled = F.interpolate(logits[None], scale_factor=HEAD_STRIDE // stride, mode="bilinear",
+                              align_corners=False)[0]
+    return upsampled[:, :fine[0], :fine[1]]
 
 
 def build_upsnet(config: UPSNetConfig) -> UPSNet:
@@ -193,7 +218,7 @@ def build_upsnet(config: UPSNetConfig) -> UPSNet:
         instance_head=build_instance_head(model.rpn, model.roi_heads, channels, categories.num_things),
         semantic_head=SemanticHead(channels, head.channels, head.num_deform_layers,
                                    categories.num_classes, head.norm_groups),
-        panoptic_head=PanopticHead(categories.num_stuff, HEAD_STRIDE),
+        panoptic_head=PanopticHead(categories.num_stuff),
         categories=categories,
         loss_weights=model.loss_weights,
         inference=model.inference,

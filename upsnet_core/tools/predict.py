@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--input-long-side", type=int, default=None,
-                        help="resize so the long side has this many pixels before inference")
+                        help="resize so the long side has this many pixels before inference "
+                             "(default: the model's inference.input_long_side; 0: no resize)")
     args = parser.parse_args(argv)
     try:
         checkpoint = args.checkpoint or default_checkpoint()
