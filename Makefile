@@ -49,23 +49,23 @@ ros: venv repair system-deps
 test: venv ros
 	cd $(ROOT) && source scripts/env.sh && $(PY) -m pytest $(PYTEST_ARGS)
 
-## demo: the shipped default model on freshly generated Cityscapes-like frames (not seen in
-## training): predictions (panoptic PNGs, COCO-panoptic JSON, overlays) in outputs/demo/,
-## and PQ/SQ/RQ, mIoU, mask AP and latency printed and written to outputs/demo/results.json.
+## demo: rosbag replay evaluation of the shipped default model: 20 fresh Cityscapes-like
+## frames (not seen in training) as a ROS 2 bag (data/demo_bag, made once), replayed through
+## upsnet_node as fast as it keeps up; PQ/SQ/RQ, mIoU, latency printed, the report (JSON,
+## Markdown, plots) and the recorded outputs in outputs/demo/.
 DEMO_DATA := $(ROOT)/data/demo
+DEMO_BAG  := $(ROOT)/data/demo_bag
 DEMO_OUT  := $(ROOT)/outputs/demo
-DEFAULT_MODEL := $(ROOT)/models/upsnet_small_synthetic.pt
 
 demo: venv ros
 	cd $(ROOT) && source scripts/env.sh && \
 	if [ ! -f $(DEMO_DATA)/gtFine/cityscapes_panoptic_val.json ]; then \
 	  $(PY) -m upsnet_core.data.synthetic --out $(DEMO_DATA) --split val --num 20 --seed 7 \
 	    --height 256 --width 512; fi && \
-	$(PY) -m upsnet_core.tools.predict --checkpoint $(DEFAULT_MODEL) --input-long-side 256 \
-	  --input $(DEMO_DATA)/leftImg8bit/val --output $(DEMO_OUT) $(ARGS) && \
-	$(PY) -m training.evaluate --checkpoint $(DEFAULT_MODEL) --data $(DEMO_DATA) --split val \
-	  --out $(DEMO_OUT)/results.json && \
-	echo "demo: overlays in $(DEMO_OUT)/overlay/, metrics in $(DEMO_OUT)/results.json"
+	if [ ! -f $(DEMO_BAG)/metadata.yaml ]; then rm -rf $(DEMO_BAG) && \
+	  $(PY) -m upsnet_ros.tools.make_bag --data $(DEMO_DATA) --split val --out $(DEMO_BAG); fi && \
+	rm -rf $(DEMO_OUT) && \
+	$(PY) -m upsnet_ros.tools.replay_eval --bag $(DEMO_BAG) --out $(DEMO_OUT) --rate max $(ARGS)
 
 clean:
 	rm -rf $(ROOT)/build $(ROOT)/install $(ROOT)/log

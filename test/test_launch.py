@@ -1,10 +1,10 @@
-"""launch/upsnet.launch.py.
+"""launch/upsnet.launch.py and launch/replay_eval.launch.py.
 
-Where ``launch`` and ``launch_ros`` are importable (a ROS 2 installation), the launch file
+Where ``launch`` and ``launch_ros`` are importable (a ROS 2 installation), upsnet.launch.py
 is run for real: it must start the node from the ament index with a params file, in a
 namespace, on a remapped camera topic, and the node must segment a frame. Everywhere
-(these packages are not on PyPI), the file is checked statically: every executable,
-parameter file, parameter and launch argument it names exists.
+(these packages are not on PyPI), the files are checked statically: every executable,
+parameter file, parameter, command-line option and launch argument they name exists.
 """
 from __future__ import annotations
 
@@ -23,15 +23,18 @@ from upsnet_ros.node import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "upsnet.launch.py"
+REPLAY_LAUNCH_FILE = ROOT / "launch" / "replay_eval.launch.py"
 PARAMS_FILE = ROOT / "config" / "upsnet.yaml"
 INSTALL_SHARE = ROOT / "install" / "upsnet_ros" / "share" / "upsnet_ros"
 ARGUMENTS = {"camera_topic", "params_file", "device", "namespace", "autostart"}
+REPLAY_ARGUMENTS = {"bag", "out", "rate", "checkpoint", "params_file", "namespace",
+                    "running_node"}
 NODE_TOPICS = {"image", "image/compressed"}
 
 
-def calls(name: str) -> list[ast.Call]:
-    """Every call of ``name(...)`` in the launch file."""
-    tree = ast.parse(LAUNCH_FILE.read_text())
+def calls(name: str, launch_file: Path = LAUNCH_FILE) -> list[ast.Call]:
+    """Every call of ``name(...)`` in ``launch_file``."""
+    tree = ast.parse(launch_file.read_text())
     return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
             and getattr(n.func, "id", getattr(n.func, "attr", None)) == name]
 
@@ -79,6 +82,31 @@ def test_node_parameters_and_remappings_are_the_nodes():
     assert {k.value for k in overrides.keys} <= set(PARAMETERS)
     remapped = {pair.elts[0].value for pair in fields["remappings"].elts}
     assert remapped == NODE_TOPICS
+
+
+def test_replay_launch_arguments_are_declared_and_used():
+    declared = {c.args[0].value for c in calls("DeclareLaunchArgument", REPLAY_LAUNCH_FILE)}
+    used = {c.args[0].value for c in calls("LaunchConfiguration", REPLAY_LAUNCH_FILE)}
+    assert declared == used == REPLAY_ARGUMENTS
+
+
+def test_replay_launch_executable_params_and_options_exist():
+    from upsnet_ros.tools.replay_eval import parse_args
+
+    (node,) = calls("Node", REPLAY_LAUNCH_FILE)
+    fields = keywords(node)
+    assert (fields["package"].value, fields["executable"].value) == ("upsnet_ros", "replay_eval")
+    executable = ROOT / "install" / "upsnet_ros" / "lib" / "upsnet_ros" / "replay_eval"
+    assert executable.is_file() and os.access(executable, os.X_OK)
+    assert (INSTALL_SHARE / "launch" / REPLAY_LAUNCH_FILE.name).is_file()
+    (share,) = calls("PathJoinSubstitution", REPLAY_LAUNCH_FILE)
+    assert ROOT / Path(*(part.value for part in share.args[0].elts[1:])) == PARAMS_FILE
+    tree = ast.parse(REPLAY_LAUNCH_FILE.read_text())
+    options = [o for o in literal_strings(tree) if o.startswith("--")]
+    assert len(options) == 7
+    argv = [a for o in options for a in ([o] if o == "--running-node" else [o, "max"])]
+    parsed = parse_args(argv)  # every option the launch file passes is the tool's
+    assert parsed.running_node and parsed.rate is None
 
 
 def test_params_file_names_only_declared_parameters():
