@@ -1,0 +1,159 @@
+"""Fleet retraining, step by step: frame selection, teacher confidence rules, matching of
+human annotations, the gate's decision, the registry's rules and the config's errors.
+
+Real models (the shipped default model as teacher), real files; no mocks.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training.fleet.dataset import FrameRecord
+from training.fleet.gate import compare, markdown
+from training.fleet.human import FrameIndex
+from training.fleet.registry import GateError, accepted_report, next_version
+from training.fleet.selection import FrameSelector
+from training.fleet.settings import TeacherSettings, fleet_settings
+from training.fleet.teacher import Teacher
+from upsnet_core.checkpoint import DEFAULT_CHECKPOINT
+from upsnet_core.data.synthetic import FrameRenderer, frame_rng
+from upsnet_core.inference import Predictor
+
+SECOND = 10**9
+
+
+@pytest.fixture(scope="module")
+def scenes() -> list[np.ndarray]:
+    renderer = FrameRenderer(64, 128, "dusk")
+    return [renderer.render(frame_rng(0, "steps", "dusk", i)).image for i in range(3)]
+
+
+def test_selection_drops_parked_frames_and_subsamples_by_time(scenes):
+    selector = FrameSelector(min_interval=0.5, duplicate_threshold=2.0)
+    noise = np.random.default_rng(0)
+    parked = [np.clip(scenes[0] + noise.normal(0, 1.5, scenes[0].shape), 0, 255).astype(np.uint8)
+              for _ in range(5)]
+    stream = [(0, scenes[0])] + [((i + 1) * SECOND, p) for i, p in enumerate(parked)] + [
+        (int(6.2 * SECOND), scenes[1]),   # new scene: kept
+        (int(6.5 * SECOND), scenes[2]),   # 0.3 s later: too soon
+        (int(6.7 * SECOND), scenes[2]),   # 0.5 s later: kept
+        (int(6.6 * SECOND), scenes[0])]   # stamp going back: dropped
+    kept = [stamp for stamp, image in stream if selector.keep(stamp, image)]
+    assert kept == [0, int(6.2 * SECOND), int(6.7 * SECOND)]
+    keep_all = FrameSelector(min_interval=0.0, duplicate_threshold=0.0)
+    assert all(keep_all.keep(i, scenes[0]) for i in range(1, 4))
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_checkpoint(DEFAULT_CHECKPOINT, "cpu", input_long_side=256)
+
+
+def test_teacher_without_rules_gives_the_prediction(predictor, scenes):
+    settings = TeacherSettings(min_score=0.0, flip_check=False, min_area=0)
+    label = Teacher(predictor, settings)(scenes[0])
+    np.testing.assert_array_equal(label.panoptic, predictor(scenes[0]).panoptic.numpy())
+    assert {s["id"] for s in label.segments} == set(np.unique(label.panoptic)) - {0}
+
+
+def test_teacher_voids_what_the_mirrored_view_contradicts(predictor, scenes):
+    image = scenes[1]
+    label = Teacher(predictor, TeacherSettings(min_score=0.0, min_agreement=0.0, min_area=0))(image)
+    prediction = predictor(image).panoptic.numpy()
+    mirrored = predictor(np.ascontiguousarray(image[:, ::-1])).semantic.numpy()[:, ::-1]
+    agreeing = (prediction != 0) & (mirrored == prediction // 1000)
+    np.testing.assert_array_equal(label.panoptic != 0, agreeing)
+    assert 0 < label.labelled_fraction < 1
+    strict = Teacher(predictor, TeacherSettings(min_agreement=1.0, min_area=0))(image)
+    assert strict.labelled_fraction < label.labelled_fraction
+
+
+def test_teacher_drops_low_scores_and_small_segments(predictor, scenes):
+    image = scenes[2]
+    result = predictor(image)
+    things = [s for s in result.segments if s["isthing"]]
+    assert things, "the scene should hold detected things"
+    cautious = Teacher(predictor, TeacherSettings(min_score=1.0, flip_check=False, min_area=0))
+    label = cautious(image)
+    assert all(s["category_id"] * 1000 == s["id"] for s in label.segments)  # stuff only
+    assert not np.isin(label.panoptic, [s["id"] for s in things]).any()
+    nothing = Teacher(predictor, TeacherSettings(flip_check=False, min_area=image.size))(image)
+    assert nothing.segments == [] and nothing.labelled_fraction == 0
+
+
+def frame(image_id: str, stamp: int) -> FrameRecord:
+    return FrameRecord(image_id, "train", "r", "r/bag", "/camera/image_raw", stamp, "camera")
+
+
+def test_human_annotations_match_by_name_then_by_stamp():
+    frames = FrameIndex({f.image_id: f for f in (
+        frame("r1_abc_1700000000000000000", 1_700_000_000_000_000_000),
+        frame("r1_abc_1700000000500000000", 1_700_000_000_500_000_000),
+        frame("r2_def_1700000000502000000", 1_700_000_000_502_000_000))})
+    by_name, how = frames.match("r1_abc_1700000000000000000_leftImg8bit.png", 0)
+    assert (by_name.image_id, how) == ("r1_abc_1700000000000000000", "name")
+    by_stamp, how = frames.match("lab_000001_1700000000001000000_leftImg8bit.png", 2 * 10**6)
+    assert (by_stamp.stamp_ns, how) == (1_700_000_000_000_000_000, "stamp")
+    none, why = frames.match("lab_000001_1700000000501000000.png", 2 * 10**6)
+    assert none is None and "2 frames within the tolerance" in why
+    none, why = frames.match("holiday_photo.jpg", 10**9)
+    assert none is None and "no stamp" in why
+
+
+def results(pq: float, per_class: dict[str, float]) -> dict:
+    return {"checkpoint": "x.pt", "sha256": "0" * 64, "images": 3,
+            "metrics": {"pq": pq, "pq_things": 0.0, "pq_stuff": pq, "miou": 0.5},
+            "per_class_pq": per_class}
+
+
+@pytest.mark.parametrize("candidate, accepted, reason", [
+    (results(0.50, {"road": 0.90, "car": 0.30}), True, None),
+    (results(0.485, {"road": 0.90, "car": 0.30}), False, "PQ drops by 0.0150"),
+    (results(0.60, {"road": 0.90, "car": 0.24}), False, "class car: PQ drops by 0.0600"),
+    (results(0.49, {"road": 0.86, "car": 0.30}), True, None),  # within both margins
+])
+def test_gate_accepts_only_within_the_margins(candidate, accepted, reason):
+    current = results(0.50, {"road": 0.90, "car": 0.30})
+    gate = fleet_settings({"gate": {"max_pq_drop": 0.01, "max_class_pq_drop": 0.05}}).gate
+    decision = compare(current, candidate, gate)
+    assert decision["accepted"] is accepted
+    assert (reason is None and not decision["reasons"]) or reason in decision["reasons"][0]
+    page = markdown({**decision, "current": current, "candidate": candidate,
+                     "regression_set": {"root": "reg", "split": "val", "max_pq_drop": 0.01,
+                                        "max_class_pq_drop": 0.05}})
+    assert page.startswith("# Gate: " + ("ACCEPTED" if accepted else "REJECTED"))
+    assert "| car |" in page
+
+
+def test_registry_versions_and_refusals(tmp_path):
+    assert next_version(tmp_path / "none", "x") == 1
+    for name in ("upsnet-x-v1", "upsnet-x-v3", "upsnet-x-vbeta", "upsnet-y-v9"):
+        (tmp_path / name).mkdir()
+    assert next_version(tmp_path, "x") == 4
+    candidate = tmp_path / "candidate.pt"
+    candidate.write_bytes(b"weights")
+    report = tmp_path / "report.json"
+    with pytest.raises(GateError, match="run the gate step first"):
+        accepted_report(report, candidate)
+    report.write_text(json.dumps({"accepted": False, "reasons": ["class car: PQ drops"]}))
+    with pytest.raises(GateError, match="rejected the candidate.*class car"):
+        accepted_report(report, candidate)
+    report.write_text(json.dumps({"accepted": True, "candidate": {"sha256": "0" * 64}}))
+    with pytest.raises(GateError, match="not the file the gate accepted"):
+        accepted_report(report, candidate)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"ingest": {"topic": "/cam"}}, r"unknown config key\(s\) \['topic'\] in section 'ingest'"),
+    ({"ingest": {"topics": []}}, "'ingest.topics' must name at least one"),
+    ({"label": {"human": [{"root": "d", "format": "kitti"}]}}, r"'label.human\[0\].format'"),
+    ({"label": {"teacher": {"min_score": 2}}}, "'label.teacher.min_score' must be in"),
+    ({"finetune": {"original_data": [{"root": "d", "weight": 1, "ratio": 2}]}}, "'ratio'"),
+    ({"gate": {"max_pq_drop": -0.1}}, "'gate.max_pq_drop' must be in"),
+    ({"export": {"name": "a b"}}, "'export.name' must be"),
+])
+def test_fleet_config_errors_name_the_key(values, message):
+    with pytest.raises(ValueError, match=message):
+        fleet_settings(values)
