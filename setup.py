@@ -34,6 +34,7 @@ setup(
         'torch>=2.4',
         'torchvision>=0.19',
         'numpy',
+        'numba',
         'opencv-python-headless',
         'PyYAML',
         'pillow',

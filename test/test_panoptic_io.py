@@ -173,18 +173,20 @@ def test_unknown_decoder_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("segments", [40, 300])
 def test_evaluator_id_lookup_counts_like_a_direct_comparison(segments):
-    """Both overlap paths (uint16 pair codes + OpenCV histogram below 2**16 bins, else
-    bincount) give the counts of a direct per-pair comparison."""
+    """The evaluator's overlap counts (table lookups + compiled pair count) equal those of a
+    direct per-pair comparison, for few and for many segments with ids anywhere in 24 bits."""
     rng = np.random.default_rng(segments)
     gt_ids = rng.choice(np.arange(1, 2 ** 24), segments, replace=False)
     gt = np.concatenate([[0], gt_ids])[rng.integers(0, segments + 1, (90, 70))]
     pred = np.where(rng.random(gt.shape) < 0.2, 0, gt + 1).astype(np.int32)
     pred_ids = np.unique(pred[pred > 0])
     evaluator = PanopticEvaluator([{"id": 1, "name": "a", "isthing": True}])
-    overlap = evaluator._overlap(gt.astype(np.int32), gt_ids, pred, pred_ids, "x", "gt", "pred")
+    image = evaluator.image_overlap(gt.astype(np.int32), [{"id": i, "category_id": 1} for i in gt_ids],
+                                    pred, [{"id": i, "category_id": 1} for i in pred_ids])
     gt_list, pred_list = np.concatenate([[0], gt_ids]), np.concatenate([[0], pred_ids])
     gt_index = np.argmax(gt.ravel()[:, None] == gt_list[None, :], axis=1)
     pred_index = np.argmax(pred.ravel()[:, None] == pred_list[None, :], axis=1)
     expected = np.zeros((len(gt_list), len(pred_list)), np.int64)
     np.add.at(expected, (gt_index, pred_index), 1)
-    np.testing.assert_array_equal(overlap, expected)
+    np.testing.assert_array_equal(image.overlap, expected[1:, 1:])
+    np.testing.assert_array_equal(image.on_void, expected[0, 1:])

@@ -6,7 +6,7 @@ import pytest
 
 from upsnet_core.categories import CategorySet
 from upsnet_core.data.panoptic_io import write_panoptic_png
-from upsnet_core.evaluation.pq import PanopticEvaluator, evaluate_files, joint_histogram, main
+from upsnet_core.evaluation.pq import PanopticEvaluator, count_pairs, evaluate_files, main
 
 ROAD, SKY, CAR, PERSON = 7, 23, 26, 24
 CATEGORIES = CategorySet.preset("cityscapes")
@@ -123,14 +123,18 @@ def test_no_statistics_gives_zeros():
                                                                 "n": 0}
 
 
-@pytest.mark.parametrize("bins", [(3, 5), (300, 300)])
-def test_joint_histogram_counts_pairs(bins):
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint8, np.int64])
+def test_count_pairs_counts_table_codes_of_every_pixel(dtype):
+    """Runs of equal keys (as in label images) and random keys, keys beyond the tables."""
     rng = np.random.default_rng(0)
-    first = rng.integers(0, bins[0], (40, 50)).astype(np.int16)
-    second = rng.integers(0, bins[1], (40, 50)).astype(np.int16)
-    expected = np.zeros(bins, np.int64)
-    np.add.at(expected, (first.ravel(), second.ravel()), 1)
-    np.testing.assert_array_equal(joint_histogram(first, second, *bins), expected)
+    first = np.repeat(rng.integers(0, 40, 300), rng.integers(1, 9, 300)).astype(dtype)
+    second = rng.integers(0, 50, len(first)).astype(dtype)
+    first_table = rng.integers(0, 4, 30) * 10  # keys 30..39 read the last entry
+    second_table = rng.integers(0, 10, 45)
+    counts = np.zeros(40, np.int64)
+    count_pairs(first, first_table, second, second_table, counts)
+    codes = first_table[np.minimum(first, 29)] + second_table[np.minimum(second, 44)]
+    np.testing.assert_array_equal(counts, np.bincount(codes, minlength=40))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import cv2
+import numba
 import numpy as np
 
 try:  # optional: pip install pyspng (libspng)
@@ -62,7 +63,7 @@ def _load_libspng() -> Optional[ctypes.CDLL]:
                                           ctypes.c_int, ctypes.c_int]
         lib.spng_strerror.restype = ctypes.c_char_p
         lib.spng_strerror.argtypes = [ctypes.c_int]
-        lib.rgba8 = int(_pyspng_c.SPNG_FMT_RGBA8)
+        lib.rgb8 = int(_pyspng_c.SPNG_FMT_RGB8)
     except (ImportError, OSError, AttributeError, TypeError, ValueError):
         return None
     return lib
@@ -73,13 +74,21 @@ _LIBSPNG = _load_libspng()
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB -> ``(H, W)`` int32 segment ids."""
-    return _rgba_to_id(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2RGBA))
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
+    ids = np.empty(rgb.shape[:2], np.int32)
+    _pack_rgb(rgb.reshape(-1), ids.reshape(-1))
+    return ids
 
 
-def _rgba_to_id(rgba: np.ndarray) -> np.ndarray:
-    ids = rgba.view("<u4")[..., 0]
-    ids &= 0xFFFFFF
-    return ids.view(np.int32)
+@numba.njit(nogil=True, cache=True)
+def _pack_rgb(rgb: np.ndarray, ids: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``ids[i] = R + 256 * G + 256**2 * B`` of pixel ``i`` (flat RGB bytes), in one pass
+    without the GIL."""
+    for i in range(len(ids)):
+        j = 3 * i
+        ids[i] = np.int32(rgb[j]) | (np.int32(rgb[j + 1]) << 8) | (np.int32(rgb[j + 2]) << 16)
 
 
 def id_to_rgb(ids: np.ndarray) -> np.ndarray:
@@ -139,15 +148,15 @@ def read_panoptic_png(path: str | Path, decoder: Optional[str] = None) -> np.nda
         raise FileNotFoundError(f"panoptic PNG {path} is a directory, not a file") from None
     width, height = _check_rgb_png(data, path)
     if decoder == "opencv":
-        rgba = _decode_opencv(data, path)
+        rgb = _decode_opencv(data, path)
     elif _LIBSPNG is not None:
-        rgba = _decode_libspng(data, path, width, height)
+        rgb = _decode_libspng(data, path, width, height)
     else:
-        rgba = _decode_pyspng(data, path)
-    if rgba.shape != (height, width, 4) or rgba.dtype != np.uint8:
-        raise ValueError(f"cannot decode panoptic PNG {path}: decoded shape {rgba.shape}, "
-                         f"dtype {rgba.dtype}; expected ({height}, {width}, 4) uint8")
-    return _rgba_to_id(rgba)
+        rgb = _decode_pyspng(data, path)
+    if rgb.shape != (height, width, 3) or rgb.dtype != np.uint8:
+        raise ValueError(f"cannot decode panoptic PNG {path}: decoded shape {rgb.shape}, "
+                         f"dtype {rgb.dtype}; expected ({height}, {width}, 3) uint8")
+    return rgb_to_id(rgb)
 
 
 def _check_rgb_png(data: bytes, path: str | Path) -> tuple[int, int]:
@@ -190,31 +199,31 @@ def _check_rgb_png(data: bytes, path: str | Path) -> tuple[int, int]:
 
 
 def _decode_libspng(data: bytes, path: str | Path, width: int, height: int) -> np.ndarray:
-    """RGBA8 pixels decoded by libspng through ctypes (the GIL released meanwhile)."""
-    lib, rgba = _LIBSPNG, np.empty((height, width, 4), np.uint8)
+    """RGB8 pixels decoded by libspng through ctypes (the GIL released meanwhile)."""
+    lib, rgb = _LIBSPNG, np.empty((height, width, 3), np.uint8)
     context = lib.spng_ctx_new(0)
     if not context:
         raise MemoryError(f"libspng could not allocate a decoder for {path}")
     try:
         size = ctypes.c_size_t()
         error = (lib.spng_set_png_buffer(context, data, len(data))
-                 or lib.spng_decoded_image_size(context, lib.rgba8, ctypes.byref(size)))
-        if not error and size.value != rgba.nbytes:
+                 or lib.spng_decoded_image_size(context, lib.rgb8, ctypes.byref(size)))
+        if not error and size.value != rgb.nbytes:
             raise ValueError(f"cannot decode panoptic PNG {path}: libspng expects "
-                             f"{size.value} bytes of pixels, not {rgba.nbytes}")
-        error = error or lib.spng_decode_image(context, rgba.ctypes.data, rgba.nbytes,
-                                               lib.rgba8, 0)
+                             f"{size.value} bytes of pixels, not {rgb.nbytes}")
+        error = error or lib.spng_decode_image(context, rgb.ctypes.data, rgb.nbytes,
+                                               lib.rgb8, 0)
     finally:
         lib.spng_ctx_free(context)
     if error:
         raise ValueError(f"cannot decode panoptic PNG {path}: libspng: "
                          f"{lib.spng_strerror(error).decode('ascii', 'replace')}")
-    return rgba
+    return rgb
 
 
 def _decode_pyspng(data: bytes, path: str | Path) -> np.ndarray:
     try:
-        return pyspng.load(data, "RGBA")
+        return pyspng.load(data, "RGB")
     except (RuntimeError, ValueError) as error:
         raise ValueError(f"cannot decode panoptic PNG {path}: {error}") from None
 
@@ -224,9 +233,9 @@ def _decode_opencv(data: bytes, path: str | Path) -> np.ndarray:
     if image is None or image.dtype != np.uint8 or image.ndim != 3:
         raise ValueError(f"cannot decode panoptic PNG {path}: OpenCV could not decode it")
     if image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if image.shape[2] == 4:  # palette or colour key with transparency: alpha is dropped
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     raise ValueError(f"cannot decode panoptic PNG {path}: OpenCV gave {image.shape[2]} "
                      "channels")
 

@@ -13,20 +13,23 @@ prediction is not a false positive when more than half of it lies on void or on 
 (last listed) crowd region of its category. Ground-truth areas are taken from
 ``segments_info`` when given (as the reference does), predicted areas from the map.
 
-Per image, all overlaps come from one histogram of (gt, pred) index pair codes, each code
-the sum of two table lookups (row block by row block, so that intermediates stay in cache);
-no full-image pass per segment.
+Per image, all overlaps come from one pass over the pixels (a compiled loop, see
+:func:`count_pairs`) that counts (gt, pred) index pair codes, each code the sum of two
+table lookups; no full-image pass per segment. :func:`evaluate_files` decodes and counts
+whole images in threads (the loop and the PNG decoder release the GIL).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
-import cv2
+import numba
 import numpy as np
 
 from ..categories import CategorySet
@@ -34,9 +37,27 @@ from ..data.panoptic_io import MAX_RGB_ID, PNG_DECODERS, load_json, read_panopti
 
 MATCH_IOU = 0.5
 IGNORE_FRACTION = 0.5
-BLOCK_PIXELS = 1 << 16
-"""Overlaps are counted in row blocks of about this many pixels (cache-sized)."""
 GROUPS = (("All", None), ("Things", True), ("Stuff", False))
+TABLE_SIZE = MAX_RGB_ID + 2
+"""Entries of a lookup table: every RGB id, and one last entry (always 0) for larger keys."""
+
+
+@dataclass
+class ImageOverlap:
+    """What PQ needs of one image: ``overlap[g, p]`` pixels of gt segment ``g`` and predicted
+    segment ``p`` (void not included), categories (positions), areas and crowd flags."""
+
+    overlap: np.ndarray
+    on_void: np.ndarray
+    """``(P,)`` pixels of each predicted segment lying on ground-truth void."""
+    gt_cat: np.ndarray
+    gt_area: np.ndarray
+    crowd: np.ndarray
+    pred_cat: np.ndarray
+    pred_area: np.ndarray
+
+
+_TABLES = threading.local()
 
 
 class PanopticEvaluator:
@@ -55,7 +76,6 @@ class PanopticEvaluator:
         self._position = {int(c): i for i, c in enumerate(self.category_ids)}
         self.iou = np.zeros(len(entries))
         self.tp, self.fp, self.fn = (np.zeros(len(entries), dtype=np.int64) for _ in range(3))
-        self._lookup_tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def update(self, gt_panoptic: np.ndarray, gt_segments: Sequence[Mapping],
                pred_panoptic: np.ndarray, pred_segments: Sequence[Mapping], image_id: str = "",
@@ -71,22 +91,32 @@ class PanopticEvaluator:
             ValueError: sizes differ, an id of a map is not listed in its segments, a listed
                 predicted segment is absent from its map, an unknown category, a duplicate id.
         """
+        self.add(self.image_overlap(gt_panoptic, gt_segments, pred_panoptic, pred_segments,
+                                    image_id, gt_source, pred_source))
+
+    def image_overlap(self, gt_panoptic: np.ndarray, gt_segments: Sequence[Mapping],
+                      pred_panoptic: np.ndarray, pred_segments: Sequence[Mapping],
+                      image_id: str = "", gt_source: str = "ground truth",
+                      pred_source: str = "prediction") -> ImageOverlap:
+        """The statistics of one image that :meth:`add` accumulates (arguments and errors
+        as :meth:`update`). Changes nothing: threads may call it in parallel."""
         if gt_panoptic.shape != pred_panoptic.shape:
             raise ValueError(f"image {image_id}: size mismatch: {gt_source} is "
                              f"{gt_panoptic.shape} but {pred_source} is {pred_panoptic.shape}")
         gt_ids, gt_cat = self._parse(gt_segments, gt_source, image_id)
         pred_ids, pred_cat = self._parse(pred_segments, pred_source, image_id)
-        overlap = self._overlap(gt_panoptic, gt_ids, pred_panoptic, pred_ids, image_id,
-                                gt_source, pred_source)
-        pred_area = overlap[:, 1:].sum(axis=0)
+        counts = _overlap(gt_panoptic, gt_ids, pred_panoptic, pred_ids, image_id,
+                          gt_source, pred_source)
+        pred_area = counts[:, 1:].sum(axis=0)
         if (pred_area == 0).any():
             raise ValueError(f"{pred_source} (image {image_id}): segments "
                              f"{pred_ids[pred_area == 0].tolist()} are listed in segments_info "
                              "but absent from the map")
         gt_area = np.asarray([s.get("area", -1) for s in gt_segments], dtype=np.int64)
-        gt_area = np.where(gt_area < 0, overlap[1:, :].sum(axis=1), gt_area)
+        gt_area = np.where(gt_area < 0, counts[1:, 1:].sum(axis=1), gt_area)
         crowd = np.asarray([bool(s.get("iscrowd", 0)) for s in gt_segments], dtype=bool)
-        self._accumulate(overlap, gt_cat, gt_area, crowd, pred_cat, pred_area)
+        return ImageOverlap(counts[1:, 1:], counts[0, 1:], gt_cat, gt_area, crowd, pred_cat,
+                            pred_area)
 
     def _parse(self, segments: Sequence[Mapping], source: str,
                image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -107,62 +137,12 @@ class PanopticEvaluator:
             positions.append(self._position[category_id])
         return ids, np.asarray(positions, dtype=np.int64)
 
-    def _overlap(self, gt_panoptic: np.ndarray, gt_ids: np.ndarray, pred_panoptic: np.ndarray,
-                 pred_ids: np.ndarray, image_id: str, gt_source: str,
-                 pred_source: str) -> np.ndarray:
-        """``(len(gt_ids) + 1, len(pred_ids) + 1)`` pixel counts of (gt, pred) index pairs,
-        index 0 being void; an id of a map that its segments do not list is an error.
-
-        Each map goes through one lookup table, id -> index code (``0`` for unlisted ids,
-        ``1`` for void, ``i + 2`` for the ``i``-th listed id; the ground-truth codes
-        premultiplied by the number of predicted codes), so that a pixel's pair code is the
-        sum of two lookups and the overlaps are one histogram of pair codes.
-        """
-        gt_codes = _lookup_keys(gt_panoptic, gt_source, image_id)
-        pred_codes = _lookup_keys(pred_panoptic, pred_source, image_id)
-        gt_bins, pred_bins = len(gt_ids) + 2, len(pred_ids) + 2
-        small = gt_bins * pred_bins <= 1 << 16 and gt_panoptic.size < 1 << 24
-        gt_table, pred_table = self._tables(np.uint16 if small else np.intp)
-        try:
-            gt_table[gt_ids] = np.arange(2, gt_bins) * pred_bins
-            gt_table[0] = pred_bins
-            pred_table[pred_ids] = np.arange(2, pred_bins)
-            pred_table[0] = 1
-            counts = _pair_histogram(gt_codes, gt_table, pred_codes, pred_table,
-                                     gt_bins * pred_bins, small)
-            counts = counts.reshape(gt_bins, pred_bins)
-            for panoptic, codes, table, unlisted, source in (
-                    (gt_panoptic, gt_codes, gt_table, counts[0].sum(), gt_source),
-                    (pred_panoptic, pred_codes, pred_table, counts[:, 0].sum(), pred_source)):
-                if unlisted:
-                    ids = np.unique(panoptic[np.take(table, codes, mode="clip") == 0])
-                    raise ValueError(f"{source} (image {image_id}): ids "
-                                     f"{ids.astype(np.int64).tolist()} appear in the map but "
-                                     "not in segments_info")
-        finally:
-            gt_table[gt_ids], gt_table[0] = 0, 0
-            pred_table[pred_ids], pred_table[0] = 0, 0
-        return counts[1:, 1:]
-
-    def _tables(self, dtype: type) -> tuple[np.ndarray, np.ndarray]:
-        """Two all-zero lookup tables over ``0 .. MAX_RGB_ID + 1`` (the last entry, for
-        larger keys, stays 0); allocated once (zeroed pages cost memory only when used)."""
-        key = np.dtype(dtype).name
-        if key not in self._lookup_tables:
-            self._lookup_tables[key] = tuple(np.zeros(MAX_RGB_ID + 2, dtype=dtype)
-                                             for _ in range(2))
-        return self._lookup_tables[key]
-
-    def _accumulate(self, overlap: np.ndarray, gt_cat: np.ndarray, gt_area: np.ndarray,
-                    crowd: np.ndarray, pred_cat: np.ndarray, pred_area: np.ndarray) -> None:
-        """Matches, TP/FP/FN and IoU sums of one image from its overlap matrix.
-
-        ``overlap[g, p]``: pixels of gt segment ``g - 1`` and predicted segment ``p - 1``
-        (index 0: void).
-        """
+    def add(self, image: ImageOverlap) -> None:
+        """Matches, TP/FP/FN and IoU sums of one image (from :meth:`image_overlap`)."""
         size = len(self.category_ids)
-        inter = overlap[1:, 1:]
-        on_void = overlap[0, 1:]
+        inter, on_void, gt_cat, gt_area, crowd, pred_cat, pred_area = (
+            image.overlap, image.on_void, image.gt_cat, image.gt_area, image.crowd,
+            image.pred_cat, image.pred_area)
         union = gt_area[:, None] + pred_area[None, :] - inter - on_void[None, :]
         iou = inter / np.maximum(union, 1)
         match = ((inter > 0) & (gt_cat[:, None] == pred_cat[None, :]) & ~crowd[:, None]
@@ -200,30 +180,6 @@ class PanopticEvaluator:
         return results
 
 
-def joint_histogram(first: np.ndarray, second: np.ndarray, first_bins: int,
-                    second_bins: int) -> np.ndarray:
-    """Pixel count of every value pair of two maps.
-
-    Args:
-        first, second: same-shape non-negative integer maps, values below ``first_bins``
-            and ``second_bins``.
-    Returns:
-        ``(first_bins, second_bins)`` int64 counts.
-    """
-    bins = first_bins * second_bins
-    if bins <= 1 << 16 and first.size < 1 << 24:
-        # uint16 pair codes and OpenCV's histogram: ~3x faster than bincount; exact here
-        # (integer bin edges, counts below 2**24 in its float32 output).
-        pair = np.multiply(first, second_bins, dtype=np.uint16, casting="unsafe")
-        np.add(pair, second, out=pair, casting="unsafe")
-        counts = cv2.calcHist([pair], [0], None, [bins], [0, bins]).reshape(-1).astype(np.int64)
-    else:
-        pair = np.multiply(first, second_bins, dtype=np.intp)
-        pair += second
-        counts = np.bincount(pair.ravel(), minlength=bins)
-    return counts.reshape(first_bins, second_bins)
-
-
 def _mean(values: np.ndarray) -> float:
     return float(values.sum() / len(values)) if len(values) else 0.0
 
@@ -245,30 +201,68 @@ def _lookup_keys(panoptic: np.ndarray, source: str, image_id: str) -> np.ndarray
     return np.minimum(panoptic, MAX_RGB_ID + 1).astype(np.intp)
 
 
-def _pair_histogram(gt_codes: np.ndarray, gt_table: np.ndarray, pred_codes: np.ndarray,
-                    pred_table: np.ndarray, bins: int, small: bool) -> np.ndarray:
-    """Counts of ``gt_table[gt_codes] + pred_table[pred_codes]`` over ``0 .. bins - 1``.
+def _overlap(gt_panoptic: np.ndarray, gt_ids: np.ndarray, pred_panoptic: np.ndarray,
+             pred_ids: np.ndarray, image_id: str, gt_source: str, pred_source: str) -> np.ndarray:
+    """``(len(gt_ids) + 1, len(pred_ids) + 1)`` pixel counts of (gt, pred) index pairs,
+    index 0 being void; an id of a map that its segments do not list is an error.
 
-    Row block by row block (intermediates stay in cache). ``small`` (uint16 tables, fewer
-    than ``2**24`` pixels): OpenCV's histogram, exact there (integer bin edges, counts below
-    ``2**24`` in its float32 accumulator) and ~3x faster than ``np.bincount``.
+    Each map goes through one lookup table, id -> index code (``0`` for unlisted ids,
+    ``1`` for void, ``i + 2`` for the ``i``-th listed id; the ground-truth codes
+    premultiplied by the number of predicted codes), so that a pixel's pair code is the
+    sum of two lookups and the overlaps are one count of pair codes.
     """
-    height = gt_codes.shape[0]
-    step = max(1, BLOCK_PIXELS // max(1, gt_codes[0].size if height else 1))
-    if small:
-        histogram = np.zeros((bins, 1), np.float32)
-        for top in range(0, height, step):
-            pairs = np.take(gt_table, gt_codes[top:top + step], mode="clip")
-            pairs += np.take(pred_table, pred_codes[top:top + step], mode="clip")
-            histogram = cv2.calcHist([pairs], [0], None, [bins], [0, bins], hist=histogram,
-                                     accumulate=True)
-        return histogram.reshape(-1).astype(np.int64)
-    counts = np.zeros(bins, np.int64)
-    for top in range(0, height, step):
-        pairs = np.take(gt_table, gt_codes[top:top + step], mode="clip")
-        pairs += np.take(pred_table, pred_codes[top:top + step], mode="clip")
-        counts += np.bincount(pairs.ravel(), minlength=bins)
-    return counts
+    gt_keys = _lookup_keys(gt_panoptic, gt_source, image_id)
+    pred_keys = _lookup_keys(pred_panoptic, pred_source, image_id)
+    gt_bins, pred_bins = len(gt_ids) + 2, len(pred_ids) + 2
+    gt_table, pred_table = _lookup_tables()
+    try:
+        gt_table[gt_ids] = np.arange(2, gt_bins) * pred_bins
+        gt_table[0] = pred_bins
+        pred_table[pred_ids] = np.arange(2, pred_bins)
+        pred_table[0] = 1
+        counts = np.zeros(gt_bins * pred_bins, np.int64)
+        count_pairs(gt_keys.reshape(-1), gt_table, pred_keys.reshape(-1), pred_table, counts)
+        counts = counts.reshape(gt_bins, pred_bins)
+        for panoptic, keys, table, unlisted, source in (
+                (gt_panoptic, gt_keys, gt_table, counts[0].sum(), gt_source),
+                (pred_panoptic, pred_keys, pred_table, counts[:, 0].sum(), pred_source)):
+            if unlisted:
+                ids = np.unique(panoptic[np.take(table, keys, mode="clip") == 0])
+                raise ValueError(f"{source} (image {image_id}): ids "
+                                 f"{ids.astype(np.int64).tolist()} appear in the map but "
+                                 "not in segments_info")
+    finally:
+        gt_table[gt_ids], gt_table[0] = 0, 0
+        pred_table[pred_ids], pred_table[0] = 0, 0
+    return counts[1:, 1:]
+
+
+def _lookup_tables() -> tuple[np.ndarray, np.ndarray]:
+    """This thread's two all-zero int64 lookup tables of :data:`TABLE_SIZE` entries,
+    allocated once (zeroed pages cost memory only where an id was written)."""
+    if not hasattr(_TABLES, "pair"):
+        _TABLES.pair = (np.zeros(TABLE_SIZE, np.int64), np.zeros(TABLE_SIZE, np.int64))
+    return _TABLES.pair
+
+
+@numba.njit(nogil=True, cache=True)
+def count_pairs(first_keys: np.ndarray, first_table: np.ndarray, second_keys: np.ndarray,
+                second_table: np.ndarray, counts: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``counts[first_table[a] + second_table[b]] += 1`` for every pixel's key pair
+    ``(a, b)`` of two flat same-length non-negative key arrays; keys beyond a table read
+    its last entry. One pass; within runs of equal keys (most of a label image) the tables
+    are not read again. Compiled (numba), without the GIL.
+    """
+    first_last, second_last = len(first_table) - 1, len(second_table) - 1
+    previous_first, previous_second = -1, -1
+    first_code = second_code = 0
+    for i in range(len(first_keys)):
+        a, b = first_keys[i], second_keys[i]
+        if a != previous_first:
+            previous_first, first_code = a, first_table[min(a, first_last)]
+        if b != previous_second:
+            previous_second, second_code = b, second_table[min(b, second_last)]
+        counts[first_code + second_code] += 1
 
 
 def evaluate_files(gt_json: str | Path, gt_folder: str | Path, pred_json: str | Path,
@@ -276,44 +270,50 @@ def evaluate_files(gt_json: str | Path, gt_folder: str | Path, pred_json: str | 
                    decoder: Optional[str] = None) -> dict:
     """PQ of a COCO-panoptic prediction set against a ground-truth set.
 
-    Every ground-truth image needs a prediction (matched by ``image_id``). PNGs are decoded
-    by ``threads`` threads (decoding releases the GIL), ahead of the statistics, which run
-    in the calling thread; ``decoder``: see :func:`read_panoptic_png`. See
+    Every ground-truth image needs a prediction (matched by ``image_id``). ``threads``
+    threads each decode an image's two PNGs and count its overlaps (both release the GIL);
+    the calling thread adds the images' statistics in order, so the result does not
+    depend on ``threads``. ``decoder``: see :func:`read_panoptic_png`. See
     :meth:`PanopticEvaluator.summarize` for the result.
     """
     gt, pred = load_json(Path(gt_json)), load_json(Path(pred_json))
     evaluator = PanopticEvaluator(gt["categories"])
     predictions = {annotation["image_id"]: annotation for annotation in pred["annotations"]}
-    pairs = []
+    images = []
     for gt_annotation in gt["annotations"]:
         image_id = gt_annotation["image_id"]
         if image_id not in predictions:
             raise ValueError(f"{pred_json} has no prediction for image {image_id}")
-        pairs.append((gt_annotation, predictions[image_id],
-                      Path(gt_folder) / gt_annotation["file_name"],
-                      Path(pred_folder) / predictions[image_id]["file_name"]))
-    paths = [(gt_png, pred_png) for *_, gt_png, pred_png in pairs]
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        for pair, (gt_ids, pred_ids) in zip(pairs, _decode_ahead(pool, paths, decoder)):
-            gt_annotation, pred_annotation, gt_png, pred_png = pair
-            evaluator.update(gt_ids, gt_annotation["segments_info"], pred_ids,
-                             pred_annotation["segments_info"],
-                             image_id=str(gt_annotation["image_id"]),
-                             gt_source=str(gt_png), pred_source=str(pred_png))
+        images.append((gt_annotation, predictions[image_id],
+                       Path(gt_folder) / gt_annotation["file_name"],
+                       Path(pred_folder) / predictions[image_id]["file_name"]))
+
+    def image_overlap(image: tuple[dict, dict, Path, Path]) -> ImageOverlap:
+        gt_annotation, pred_annotation, gt_png, pred_png = image
+        return evaluator.image_overlap(
+            read_panoptic_png(gt_png, decoder), gt_annotation["segments_info"],
+            read_panoptic_png(pred_png, decoder), pred_annotation["segments_info"],
+            image_id=str(gt_annotation["image_id"]), gt_source=str(gt_png),
+            pred_source=str(pred_png))
+
+    threads = max(1, threads)
+    with ThreadPoolExecutor(threads) as pool:
+        for overlap in _in_order(pool, image_overlap, images, ahead=2 * threads):
+            evaluator.add(overlap)
     return evaluator.summarize()
 
 
-def _decode_ahead(pool: ThreadPoolExecutor, paths: Sequence[tuple[Path, Path]],
-                  decoder: Optional[str] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Decoded ``(gt, pred)`` PNG pairs in order, the next pair decoding meanwhile."""
-    pending = deque()
-    for i in range(len(paths)):
-        while len(pending) < 2 and i + len(pending) < len(paths):
-            gt_png, pred_png = paths[i + len(pending)]
-            pending.append((pool.submit(read_panoptic_png, gt_png, decoder),
-                            pool.submit(read_panoptic_png, pred_png, decoder)))
-        gt_future, pred_future = pending.popleft()
-        yield gt_future.result(), pred_future.result()
+def _in_order(pool: ThreadPoolExecutor, function, items: Sequence,
+              ahead: int) -> Iterator:
+    """``function(item)`` for each item, computed in ``pool`` with at most ``ahead`` items
+    in flight (bounded memory), yielded in the items' order."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def format_table(results: dict, names: Mapping[int, str]) -> str:
