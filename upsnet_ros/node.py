@@ -280,7 +280,10 @@ class UPSNetNode(LifecycleNode):
             self._reject(f"inference failed: {type(error).__name__}: {error}")
             return
         self._stats.frame_processed(time.perf_counter() - started)
-        self._publish_result(msg.header, rgb, result)
+        try:
+            self._publish_result(msg.header, rgb, result)
+        except Exception as error:  # noqa: BLE001 - e.g. shutting down: the worker must live
+            self._reject(f"publishing failed: {type(error).__name__}: {error}")
 
     def _reject(self, reason: str) -> None:
         """Count a frame that could not be processed; warn at most every 5 s per problem."""
