@@ -144,7 +144,7 @@ class Labeller:
         teacher_settings = self.settings.label.teacher
         predictor = Predictor.from_checkpoint(self.settings.teacher_checkpoint,
                                               teacher_settings.device,
-                                              teacher_settings.input_long_side or None)
+                                              teacher_settings.input_long_side)
         if predictor.categories.category_ids() != self.categories.category_ids():
             raise ValueError(f"teacher {self.settings.teacher_checkpoint} has other classes "
                              f"than the base model {self.settings.finetune.base}")

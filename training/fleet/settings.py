@@ -57,8 +57,9 @@ class TeacherSettings:
     checkpoint: Optional[str] = None
     """Teacher model; null: ``finetune.base`` (the current model)."""
     device: str = "auto"
-    input_long_side: int = 0
-    """Long side of the image the teacher sees (0: the frame's own size)."""
+    input_long_side: Optional[int] = None
+    """Long side of the image the teacher sees; null: the model's own
+    (``model.inference.input_long_side``), 0: the frame's size."""
     min_score: float = 0.7
     """Thing segments with a lower detection score become void."""
     flip_check: bool = True
@@ -180,7 +181,8 @@ def _check(s: FleetSettings) -> None:
         for name in ("min_score", "min_agreement"):
             _require(0 <= getattr(teacher, name) <= 1, f"label.teacher.{name}",
                      "must be in [0, 1]")
-        _require(teacher.input_long_side >= 0, "label.teacher.input_long_side", "must be >= 0")
+        _require(teacher.input_long_side is None or teacher.input_long_side >= 0,
+                 "label.teacher.input_long_side", "must be >= 0 or null")
         _require(teacher.min_area >= 0, "label.teacher.min_area", "must be >= 0")
     _require(s.finetune.new_data_weight > 0, "finetune.new_data_weight", "must be > 0")
     _require(s.gate.kind in DATASET_KINDS, "gate.kind",
