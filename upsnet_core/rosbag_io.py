@@ -6,8 +6,8 @@ clusters). Used by ``upsnet_ros.tools.make_bag`` / ``replay_eval`` and by fleet 
 Messages are the ``rosbags`` dataclasses of one typestore (:func:`typestore`: the ROS 2
 Kilted store, or the newest ROS 2 store the installed ``rosbags`` has) with this package's
 messages (``upsnet_ros/msg/CategoryMap`` ...) registered from the ``msg/*.msg`` files
-(:func:`msg_dir`). Bags are written as rosbag2 metadata version 8 (read by Jazzy and newer
-``ros2 bag``), storage ``mcap`` or ``sqlite3``.
+(:func:`msg_dir`). Bags are written as rosbag2 metadata version 8, storage ``mcap`` or
+``sqlite3``.
 
 API:
 

@@ -144,7 +144,7 @@ def read_predictions(bag: str | Path, image_topic: str) -> Predictions:
     with open_reader(bag) as reader:
         labels_topic = find_labels_topic(reader)
         result = Predictions(bag, labels_topic)
-        prefix = labels_topic[:-len(LABELS_SUFFIX)]
+        prefix = labels_topic[:-len("labels")]  # <ns>/panoptic/
         available = topics(reader)
         for log_ns, msg in iter_messages(reader, labels_topic):
             stamp = stamp_ns(msg)
@@ -167,8 +167,9 @@ def read_predictions(bag: str | Path, image_topic: str) -> Predictions:
 
 
 def _node_diagnostics(reader: Any, prefix: str) -> dict[str, str]:
-    """Key/values of the node's last status on /diagnostics ({} when none)."""
-    node = prefix.rstrip("/").rsplit("/", 1)[0] + "/"
+    """Key/values of the last /diagnostics status of the node whose outputs are
+    ``prefix`` (``<ns>/panoptic/``); {} when none."""
+    node = prefix[:-len("panoptic/")]
     values: dict[str, str] = {}
     for _, msg in iter_messages(reader, "/diagnostics"):
         for status in msg.status:

@@ -70,7 +70,7 @@ class Recorder:
                                  self._callback(*DIAGNOSTICS), RELIABLE, raw=True)
 
     def _callback(self, topic: str, msgtype: str) -> Callable[[bytes, Any], None]:
-        full = _full("", topic) if topic.startswith("/") else self.topics[topic]
+        full = self.topics.get(topic, topic)
 
         def record(data: bytes, info: Any) -> None:
             received = info.get("received_timestamp") if isinstance(info, dict) else None

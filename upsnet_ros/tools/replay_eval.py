@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from upsnet_core.rosbag_io import BagError, open_writer
+from upsnet_core.rosbag_io import BagError, open_reader, open_writer, topics
 from upsnet_ros.tools.bag_evaluation import Evaluation, evaluate_bags, index_input_bag
 from upsnet_ros.tools.report import summary, write_report
 
@@ -82,6 +82,11 @@ def share_file(relative: str) -> Path:
     return ROOT / relative
 
 
+def params_file(args: argparse.Namespace) -> Path:
+    """``--params``, else the installed (or the repository's) ``config/upsnet.yaml``."""
+    return args.params or share_file("config/upsnet.yaml")
+
+
 def node_command() -> list[str]:
     """The installed ``upsnet_node`` executable (what ros2 run and the launch files start),
     else ``python -m upsnet_ros.node``."""
@@ -101,8 +106,8 @@ def node_arguments(args: argparse.Namespace, image_topic: str) -> list[str]:
     camera topic remapped as the launch file does (``image`` and ``image/compressed``)."""
     compressed = image_topic.endswith("/compressed")
     camera = image_topic[:-len("/compressed")] if compressed else image_topic
-    ros_args = ["-r", f"__ns:={args.namespace}", "--params-file",
-                str(args.params or share_file("config/upsnet.yaml")), "-p", "autostart:=true",
+    ros_args = ["-r", f"__ns:={args.namespace}", "--params-file", str(params_file(args)),
+                "-p", "autostart:=true",
                 "-r", f"image:={camera}", "-r", f"image/compressed:={camera}/compressed"]
     if compressed:
         ros_args += ["-p", "subscribe_compressed:=true"]
@@ -116,7 +121,6 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
     settings and figures for the report."""
     import rclpy
 
-    from upsnet_core.rosbag_io import topics, open_reader
     from upsnet_ros.testing import NodeProcess
     from upsnet_ros.tools.replay import Replayer
 
@@ -142,7 +146,7 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
         exit_code = process.stop() if process is not None else None
     return {"rate": "max" if args.rate is None else args.rate, "namespace": args.namespace,
             "checkpoint": args.checkpoint or "(node default)",
-            "params": None if args.running_node else str(args.params or share_file("config/upsnet.yaml")),
+            "params": None if args.running_node else str(params_file(args)),
             "node": "running" if args.running_node else " ".join(node_command()),
             "node_log": None if process is None else str(process.log_path),
             "node_exit_code": exit_code, "published": stats.published,
