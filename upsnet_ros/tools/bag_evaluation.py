@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.validation import _Evaluators
+from upsnet_core.evaluation import PanopticResultEvaluator
 from upsnet_core.categories import LABEL_DIVISOR, VOID_ID, CategorySet
 from upsnet_core.data.target import index_label_image, target_from_index
 from upsnet_core.modeling import SEMANTIC_UNKNOWN, PanopticResult
@@ -279,7 +279,7 @@ def evaluate_bags(input_bag: str | Path, predictions_bag: str | Path,
         raise BagError(f"no frame to evaluate: none of the {len(index.evaluable)} images with "
                        f"ground truth in {index.bag} has a prediction in {predictions.bag} "
                        f"({predictions.labels_topic})")
-    evaluators = _Evaluators(categories)
+    evaluators = PanopticResultEvaluator(categories)
     samples = {s: {"stamp": format_stamp(s)} for s in _sample_stamps(evaluated)}
     wanted = set(evaluated)
     with open_reader(index.bag) as reader:
