@@ -37,11 +37,12 @@ TIMEOUT = 60.0
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory) -> Path:
     """alpha (default style): 3 scenes, the first parked for 4 more frames, and a
-    truncated copy of its bag; bravo (dusk style): two sqlite3 bags of 2 scenes."""
+    truncated copy of its bag; bravo (dusk style): two sqlite3 bags of 2 scenes, PNG
+    CompressedImage."""
     root = tmp_path_factory.mktemp("bags")
     simulate_robot(root, "alpha", "default", frames=3, parked=4, height=64, width=128, seed=1)
     simulate_robot(root, "bravo", "dusk", bags=2, frames=2, height=64, width=128, seed=2,
-                   storage="sqlite3")
+                   storage="sqlite3", compressed=True)
     broken = shutil.copytree(root / "alpha" / "bag_0", root / "alpha" / "bag_broken")
     data = next(broken.glob("*.mcap"))
     data.write_bytes(data.read_bytes()[:len(data.read_bytes()) // 2])
@@ -49,7 +50,9 @@ def bags(tmp_path_factory) -> Path:
 
 
 def fleet_config(path: Path, bags: Path, work: Path, **sections) -> Path:
-    values = {"work_dir": str(work), "ingest": {"bags": str(bags), "min_interval": 0.4},
+    values = {"work_dir": str(work), "ingest": {
+        "bags": str(bags), "min_interval": 0.4,
+        "topics": ["/camera/image_raw", "/camera/image_raw/compressed"]},
               **sections}
     path.write_text(yaml.safe_dump(values))
     return path
@@ -166,7 +169,9 @@ def test_the_dataset_is_cityscapes_layout_with_provenance(loop):
     dataset = loop["dataset"]
     frames = dataset.read_manifest()
     assert len(frames) == 7 and {f.robot for f in frames} == {"alpha", "bravo"}
-    assert all(f.topic == "/camera/image_raw" and f.frame_id == "camera" for f in frames)
+    assert {(f.robot, f.topic) for f in frames} == {
+        ("alpha", "/camera/image_raw"), ("bravo", "/camera/image_raw/compressed")}
+    assert all(f.frame_id == "camera" for f in frames)
     by_name, by_stamp = loop["human"]
     labels = {f.image_id: f.label for f in frames}
     assert labels[by_name.image_id]["matched_by"] == "name"

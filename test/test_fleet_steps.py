@@ -1,5 +1,6 @@
 """Fleet retraining, step by step: frame selection, teacher confidence rules, matching of
-human annotations, the gate's decision, the registry's rules and the config's errors.
+human annotations (and a simulated robot's delivery), the gate's decision, the registry's
+rules and the config's errors.
 
 Real models (the shipped default model as teacher), real files; no mocks.
 """
@@ -10,14 +11,19 @@ import json
 import numpy as np
 import pytest
 
-from training.fleet.dataset import FrameRecord
+from training.fleet.dataset import FleetDataset, FrameRecord
 from training.fleet.gate import compare, markdown
 from training.fleet.human import FrameIndex
+from training.fleet.ingest import ingest
+from training.fleet.labels import label
 from training.fleet.registry import GateError, accepted_report, next_version
 from training.fleet.selection import FrameSelector
 from training.fleet.settings import TeacherSettings, fleet_settings
+from training.fleet.simulate import simulate_robot
 from training.fleet.teacher import Teacher
+from upsnet_core.categories import CategorySet
 from upsnet_core.checkpoint import DEFAULT_CHECKPOINT
+from upsnet_core.data import build_dataset
 from upsnet_core.data.synthetic import FrameRenderer, frame_rng
 from upsnet_core.inference import Predictor
 
@@ -157,3 +163,22 @@ def test_registry_versions_and_refusals(tmp_path):
 def test_fleet_config_errors_name_the_key(values, message):
     with pytest.raises(ValueError, match=message):
         fleet_settings(values)
+
+
+def test_simulated_annotations_label_the_matching_frames_by_stamp(tmp_path):
+    simulate_robot(tmp_path / "bags", "carol", "dusk", frames=3, height=64, width=128,
+                   annotations=tmp_path / "delivery", annotate_every=2)
+    settings = fleet_settings({
+        "work_dir": str(tmp_path / "work"), "ingest": {"bags": str(tmp_path / "bags")},
+        "label": {"human": [{"root": str(tmp_path / "delivery")}], "teacher": None},
+        "finetune": {"base": str(DEFAULT_CHECKPOINT)}})
+    dataset = FleetDataset(settings.dataset)
+    assert ingest(settings.ingest, dataset).frames_kept == 3
+    report = label(settings)
+    assert (report.human, report.teacher, report.problems) == (2, 0, [])
+    frames = dataset.read_manifest()
+    assert [f.label and f.label["matched_by"] for f in frames] == ["stamp", None, "stamp"]
+    loaded = build_dataset("cityscapes", dataset.root, "train", CategorySet.preset("cityscapes"))
+    assert [r.image_id for r in loaded.records] == [frames[0].image_id, frames[2].image_id]
+    _, target = loaded[0]
+    assert len(target["segments_info"]) > 3 and target["panoptic"].shape == (64, 128)

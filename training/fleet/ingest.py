@@ -143,6 +143,12 @@ class Ingest:
             self.report.failed[bag.relative] = str(error)
             log.warning("skipping bag %s: %s", bag.relative, error)
             return
+        self._commit(bag, records, staging)
+        self.report.ingested.append(bag.relative)
+        log.info("bag %s: %d frames kept", bag.relative, len(records))
+
+    def _commit(self, bag: BagRef, records: list[FrameRecord], staging: Path) -> None:
+        """Move the staged frames into place, then write the bag's record."""
         for record in records:
             destination = self.dataset.image_path(record)
             destination.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +156,6 @@ class Ingest:
         write_json_atomic(self._record_path(bag), {
             "bag": bag.relative, "robot": bag.robot, "frames": [asdict(r) for r in records]})
         shutil.rmtree(staging)
-        self.report.ingested.append(bag.relative)
-        log.info("bag %s: %d frames kept", bag.relative, len(records))
 
     def _extract(self, bag: BagRef, staging: Path) -> list[FrameRecord]:
         with open_reader(bag.path) as reader:

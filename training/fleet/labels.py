@@ -30,10 +30,13 @@ from upsnet_core.inference import Predictor
 from .dataset import FleetDataset, FrameRecord
 from .files import sha256_of, write_json_atomic
 from .human import FrameIndex, human_labels
-from .settings import FleetSettings
+from .settings import FleetSettings, HumanLabelSource
 from .teacher import Teacher
 
 log = logging.getLogger(__name__)
+
+PROGRESS_PERIOD = 25
+"""Frames between progress messages of the teacher."""
 
 
 @dataclass
@@ -108,7 +111,7 @@ class Labeller:
         self.dataset.write_manifest(self.frames)
         return self.report
 
-    def _human(self, source) -> None:
+    def _human(self, source: HumanLabelSource) -> None:
         index = FrameIndex({f.image_id: f for f in self.frames})
         for label in human_labels(source, index, self.categories, self.report.problems):
             self.splits[label.frame.split].put(label.frame, label.panoptic, label.segments)
@@ -131,6 +134,8 @@ class Labeller:
             self.splits[frame.split].put(frame, pseudo.panoptic, pseudo.segments)
             frame.label = {**provenance, "labelled_fraction": round(pseudo.labelled_fraction, 4)}
             self.report.teacher += 1
+            if self.report.teacher % PROGRESS_PERIOD == 0:
+                log.info("teacher labels: %d frames", self.report.teacher)
 
     def _teacher_provenance(self) -> dict:
         path = self.settings.teacher_checkpoint
