@@ -74,7 +74,8 @@ def test_mixed_dataset_reads_each_source_at_its_share():
 def test_train_mix_builds_the_mixed_training_set(two_datasets):
     day, dusk = two_datasets
     config = config_from_dict(small_config({"root": str(day), "train_mix": [
-        {"root": str(day), "weight": 1.0}, {"root": str(dusk), "weight": 1.0, "kind": "cityscapes"}]}))
+        {"root": str(day), "weight": 1.0},
+        {"root": str(dusk), "weight": 1.0, "kind": "cityscapes"}]}))
     dataset = training_set(data_settings(config), config.category_set())
     assert isinstance(dataset, MixedDataset) and dataset.counts == [5, 5]
     image_ids = {dataset[i][1]["image_id"].split("_")[0] for i in range(len(dataset))}
@@ -104,11 +105,12 @@ def test_init_weights_starts_from_the_checkpoint_not_from_scratch(tmp_path, two_
     base_config = config_from_dict(small_config({"root": str(two_datasets[1])}))
     torch.manual_seed(123)
     base = save_checkpoint(tmp_path / "base.pt", build_upsnet(base_config), base_config)
-    values = small_config({"root": str(two_datasets[1]), "train_mix": [
-        {"root": str(two_datasets[0]), "weight": 1.0}, {"root": str(two_datasets[1]), "weight": 1.0}]},
-        {"init_weights": str(base), "base_lr": 1e-6, "seed": 5})
+    day, dusk = (str(d) for d in two_datasets)
+    values = small_config({"root": dusk, "train_mix": [{"root": day}, {"root": dusk}]},
+                          {"init_weights": str(base), "base_lr": 1e-6, "seed": 5})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(values))
-    assert train.main(["--config", str(tmp_path / "c.yaml"), "--output", str(tmp_path / "run")]) == 0
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--output",
+                       str(tmp_path / "run")]) == 0
     start = read_checkpoint(base)["model"]
     tuned = read_checkpoint(tmp_path / "run" / "last.pt")["model"]
     key = "backbone.body.conv1.weight"

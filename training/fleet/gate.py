@@ -45,7 +45,8 @@ def compare(current: dict, candidate: dict, gate: GateSettings) -> dict:
     overall = _row(current["metrics"]["pq"], candidate["metrics"]["pq"], gate.max_pq_drop)
     classes = {name: _row(pq, candidate["per_class_pq"][name], gate.max_class_pq_drop)
                for name, pq in current["per_class_pq"].items()}
-    reasons = [f"PQ drops by {-overall['delta']:.4f} (> {gate.max_pq_drop})"] if not overall["ok"] else []
+    reasons = [] if overall["ok"] else [
+        f"PQ drops by {-overall['delta']:.4f} (> {gate.max_pq_drop})"]
     reasons += [f"class {name}: PQ drops by {-row['delta']:.4f} (> {gate.max_class_pq_drop})"
                 for name, row in classes.items() if not row["ok"]]
     return {"accepted": not reasons, "reasons": reasons, "overall": overall,
@@ -85,7 +86,8 @@ def markdown(report: dict) -> str:
     for name, value in current["metrics"].items():
         lines.append(f"| {name} | {100 * value:.1f} | {100 * candidate['metrics'][name]:.1f} | "
                      f"{100 * (candidate['metrics'][name] - value):+.1f} |")
-    lines += ["", "| class | PQ current | PQ candidate | change | ok |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| class | PQ current | PQ candidate | change | ok |",
+              "| --- | --- | --- | --- | --- |"]
     for name, row in report["per_class"].items():
         lines.append(f"| {name} | {100 * row['current']:.1f} | {100 * row['candidate']:.1f} | "
                      f"{100 * row['delta']:+.1f} | {'yes' if row['ok'] else 'NO'} |")

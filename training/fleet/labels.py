@@ -98,7 +98,8 @@ class Labeller:
         if not self.frames:
             raise FileNotFoundError(f"no frames in {dataset.manifest_path}: run ingest first")
         self.categories = read_checkpoint(settings.finetune.base)["config"].category_set()
-        self.splits = {s: SplitAnnotations(dataset, s) for s in sorted({f.split for f in self.frames})}
+        self.splits = {split: SplitAnnotations(dataset, split)
+                       for split in sorted({f.split for f in self.frames})}
         self.report = LabelReport()
 
     def run(self) -> LabelReport:
@@ -113,10 +114,10 @@ class Labeller:
 
     def _human(self, source: HumanLabelSource) -> None:
         index = FrameIndex({f.image_id: f for f in self.frames})
-        for label in human_labels(source, index, self.categories, self.report.problems):
-            self.splits[label.frame.split].put(label.frame, label.panoptic, label.segments)
-            label.frame.label = {"source": "human", "annotation": label.annotation,
-                                 "matched_by": label.matched_by}
+        for human in human_labels(source, index, self.categories, self.report.problems):
+            self.splits[human.frame.split].put(human.frame, human.panoptic, human.segments)
+            human.frame.label = {"source": "human", "annotation": human.annotation,
+                                 "matched_by": human.matched_by}
             self.report.human += 1
 
     def _teacher(self) -> None:
