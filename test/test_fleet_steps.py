@@ -24,6 +24,8 @@ from training.fleet.teacher import Teacher
 from upsnet_core.categories import CategorySet
 from upsnet_core.checkpoint import DEFAULT_CHECKPOINT
 from upsnet_core.data import build_dataset
+from upsnet_core.data.panoptic_dataset import read_rgb
+from upsnet_core.data.panoptic_io import write_panoptic_png, write_png
 from upsnet_core.data.synthetic import FrameRenderer, frame_rng
 from upsnet_core.inference import Predictor
 
@@ -182,3 +184,36 @@ def test_simulated_annotations_label_the_matching_frames_by_stamp(tmp_path):
     assert [r.image_id for r in loaded.records] == [frames[0].image_id, frames[2].image_id]
     _, target = loaded[0]
     assert len(target["segments_info"]) > 3 and target["panoptic"].shape == (64, 128)
+
+
+def test_a_coco_delivery_labels_the_frame_of_its_file_name(tmp_path):
+    simulate_robot(tmp_path / "bags", "dave", frames=2, height=64, width=128)
+    settings = fleet_settings({
+        "work_dir": str(tmp_path / "work"), "ingest": {"bags": str(tmp_path / "bags")},
+        "label": {"human": [{"root": str(tmp_path / "coco"), "format": "coco"}],
+                  "teacher": None},
+        "finetune": {"base": str(DEFAULT_CHECKPOINT)}})
+    dataset = FleetDataset(settings.dataset)
+    ingest(settings.ingest, dataset)
+    frame = dataset.read_manifest()[1]
+    ids = np.full((64, 128), 7, np.int32)  # road, and a person; "dragon" is not a model class
+    ids[10:40, 50:60], ids[:5] = 2, 3
+    (tmp_path / "coco" / "annotations" / "panoptic_train2017").mkdir(parents=True)
+    (tmp_path / "coco" / "train2017").mkdir()
+    write_png(tmp_path / "coco" / "train2017" / f"{frame.image_id}.png",
+              read_rgb(dataset.image_path(frame)))
+    write_panoptic_png(tmp_path / "coco" / "annotations" / "panoptic_train2017" / "a.png", ids)
+    (tmp_path / "coco" / "annotations" / "panoptic_train2017.json").write_text(json.dumps({
+        "images": [{"id": 5, "file_name": f"{frame.image_id}.png", "height": 64, "width": 128}],
+        "annotations": [{"image_id": 5, "file_name": "a.png", "segments_info": [
+            {"id": 7, "category_id": 7, "iscrowd": 0}, {"id": 2, "category_id": 24, "iscrowd": 0},
+            {"id": 3, "category_id": 99, "iscrowd": 0}]}],
+        "categories": [{"id": 7, "name": "road", "isthing": 0},
+                       {"id": 24, "name": "person", "isthing": 1},
+                       {"id": 99, "name": "dragon", "isthing": 1}]}))
+    assert label(settings).human == 1
+    assert dataset.read_manifest()[1].label["matched_by"] == "name"
+    loaded = build_dataset("cityscapes", dataset.root, "train", CategorySet.preset("cityscapes"))
+    _, target = loaded[0]
+    assert [(s["category_id"], s["area"]) for s in target["segments_info"]] == [
+        (7, 64 * 128 - 300 - 5 * 128), (24, 300)]
