@@ -35,7 +35,8 @@ from upsnet_core.config import load_config
 from upsnet_core.inference import Predictor
 from upsnet_core.modeling import build_upsnet
 from upsnet_ros.conversions import array_to_image
-from upsnet_ros.testing import NodeProcess, Probe, stamp_key
+from upsnet_ros.node_process import NodeProcess
+from upsnet_ros.testing import Probe, stamp_key
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLE = ROOT / "install" / "upsnet_ros" / "lib" / "upsnet_ros" / "upsnet_node"

@@ -231,7 +231,8 @@ def test_the_exported_model_runs_in_the_node(loop, tmp_path):
     pytest.importorskip("upsnet_ros.msg", reason="upsnet_ros messages are not built "
                         "(make ros; source scripts/env.sh)")
     from upsnet_ros.conversions import array_to_image
-    from upsnet_ros.testing import NodeProcess, Probe
+    from upsnet_ros.node_process import NodeProcess
+    from upsnet_ros.testing import Probe
     from std_msgs.msg import Header
 
     model = loop["root"] / "registry" / "upsnet-fleet-test-v1" / "model.pt"

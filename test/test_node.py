@@ -23,7 +23,8 @@ from upsnet_core.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, save_che
 from upsnet_core.modeling import build_upsnet  # noqa: E402
 from upsnet_ros.conversions import array_to_image  # noqa: E402
 from upsnet_ros.node import DEFAULT_MODEL, resolve_checkpoint  # noqa: E402
-from upsnet_ros.testing import NodeProcess, Probe  # noqa: E402
+from upsnet_ros.node_process import NodeProcess  # noqa: E402
+from upsnet_ros.testing import Probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / "config" / "upsnet.yaml"

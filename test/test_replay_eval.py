@@ -28,7 +28,7 @@ from upsnet_core.checkpoint import default_checkpoint  # noqa: E402
 from upsnet_core.data import build_dataset  # noqa: E402
 from upsnet_core.data.synthetic import generate_dataset  # noqa: E402
 from upsnet_core.rosbag_io import GT_LABELS_TOPIC, IMAGE_TOPIC, Frame  # noqa: E402
-from upsnet_ros.testing import NodeProcess  # noqa: E402
+from upsnet_ros.node_process import NodeProcess  # noqa: E402
 from upsnet_ros.tools import replay_eval  # noqa: E402
 from upsnet_ros.tools.make_bag import make_bag  # noqa: E402
 from upsnet_ros.tools.report import PLOTS  # noqa: E402

@@ -1,19 +1,14 @@
 """Helpers for tests and benchmarks that drive a real upsnet_node process over DDS.
 
-``NodeProcess`` starts the node's executable as a separate process; ``Probe`` is an
-rclpy node in the calling process that publishes images, collects the node's outputs
-by input stamp and calls its lifecycle and parameter services. No mocks: both sides use
+``Probe`` is an rclpy node in the calling process that publishes images, collects the
+outputs of a node (started with :class:`upsnet_ros.node_process.NodeProcess`) by input
+stamp and calls its lifecycle and parameter services. No mocks: both sides use
 real rclpy and the RMW of the environment (Fast DDS).
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Callable
 
 import rclpy
@@ -43,38 +38,6 @@ TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE,
 def stamp_key(msg: Any) -> tuple[int, int]:
     """(sec, nanosec) of a message's header stamp."""
     return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-
-class NodeProcess:
-    """The node started from ``command`` (e.g. the installed executable) with ROS arguments;
-    its output goes to ``log_path``. Stop with :meth:`stop` (SIGINT, as ros2 launch does)."""
-
-    def __init__(self, command: list[str], ros_args: list[str], log_path: Path,
-                 env: dict[str, str] | None = None):
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([*command, "--ros-args", *ros_args], stdout=self._log,
-                                        stderr=subprocess.STDOUT, env=env or os.environ.copy())
-
-    @staticmethod
-    def module_command() -> list[str]:
-        """``python -m upsnet_ros.node`` with this interpreter."""
-        return [sys.executable, "-m", "upsnet_ros.node"]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGINT, then SIGKILL after ``timeout``; the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
 
 
 class Probe:

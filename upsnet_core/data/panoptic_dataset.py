@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..categories import LABEL_DIVISOR, CategorySet
-from .panoptic_io import IdIndexer, load_json, read_panoptic_png, unlisted_ids
+from .panoptic_io import IdIndexer, read_panoptic_png, unlisted_ids
 from .target import target_from_index
 
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]

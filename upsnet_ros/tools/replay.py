@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from upsnet_core.rosbag_io import (COMPRESSED_TYPE, BagWriter, cdr_stamp_ns, iter_raw,
                                    open_reader)
-from upsnet_ros.testing import NodeProcess
+from upsnet_ros.node_process import NodeProcess
 
 FRAME_OUTPUTS = {"panoptic/labels": "sensor_msgs/msg/Image",
                  "panoptic/instances": "upsnet_ros/msg/PanopticInstanceArray"}

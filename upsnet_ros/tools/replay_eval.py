@@ -90,7 +90,7 @@ def params_file(args: argparse.Namespace) -> Path:
 def node_command() -> list[str]:
     """The installed ``upsnet_node`` executable (what ros2 run and the launch files start),
     else ``python -m upsnet_ros.node``."""
-    from upsnet_ros.testing import NodeProcess
+    from upsnet_ros.node_process import NodeProcess
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_prefix
         executable = Path(get_package_prefix(PACKAGE)) / "lib" / PACKAGE / "upsnet_node"
@@ -121,7 +121,7 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
     settings and figures for the report."""
     import rclpy
 
-    from upsnet_ros.testing import NodeProcess
+    from upsnet_ros.node_process import NodeProcess
     from upsnet_ros.tools.replay import Replayer
 
     index = index_input_bag(args.bag, args.image_topic)  # fails fast on a bad input bag

@@ -1,0 +1,41 @@
+"""``NodeProcess``: upsnet_node started as a separate process (replay evaluation, tests,
+benchmarks), stopped the way ``ros2 launch`` stops it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class NodeProcess:
+    """The node started from ``command`` (e.g. the installed executable) with ROS arguments;
+    its output goes to ``log_path``. Stop with :meth:`stop` (SIGINT, as ros2 launch does)."""
+
+    def __init__(self, command: list[str], ros_args: list[str], log_path: Path,
+                 env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([*command, "--ros-args", *ros_args], stdout=self._log,
+                                        stderr=subprocess.STDOUT, env=env or os.environ.copy())
+
+    @staticmethod
+    def module_command() -> list[str]:
+        """``python -m upsnet_ros.node`` with this interpreter."""
+        return [sys.executable, "-m", "upsnet_ros.node"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT, then SIGKILL after ``timeout``; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
