@@ -7,14 +7,13 @@ truncated checkpoint behind.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .atomic import write_atomic
 from .config import UPSNetConfig, config_from_dict
 from .modeling import UPSNet, build_upsnet
 
@@ -38,8 +37,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: UPSNetConfig,
     stores floating-point weights as float16 (half the file; loading converts them back
     to the model's dtype) for shipping a model, not for resuming training.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     weights = model.state_dict()
     if half:
@@ -47,17 +44,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: UPSNetConfig,
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "config": config.resolved().to_dict(),
                "model": weights, "extra": extra or {}}
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda stream: torch.save(payload, stream))
 
 
 def default_checkpoint() -> Path:
