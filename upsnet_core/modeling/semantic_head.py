@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import DeformConv2d, roi_align
+from torchvision.ops import roi_align
 
 from ..categories import IGNORE_INDEX
+from .deform_conv import DeformConv2d
 from .instance_head import MASK_SIZE
 from .targets import sample_labels_in_boxes
 
@@ -24,7 +25,7 @@ class DeformConvBlock(nn.Module):
         self.offset = nn.Conv2d(in_channels, 2 * 3 * 3, 3, padding=1)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
-        self.conv = DeformConv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv = DeformConv2d(in_channels, out_channels, 3, bias=False)
         self.norm = nn.GroupNorm(norm_groups, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,52 @@
+"""Our deformable convolution against torchvision's operator, and its gradients."""
+import pytest
+import torch
+from torchvision.ops import DeformConv2d as TorchvisionDeformConv2d
+from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
+
+from upsnet_core.modeling.deform_conv import DeformConv2d, deform_conv2d
+
+
+@pytest.mark.parametrize("size,kernel", [((2, 5, 7, 9), 3), ((1, 3, 1, 6), 3), ((1, 4, 6, 5), 5)])
+def test_matches_torchvision_including_samples_outside_the_image(size, kernel):
+    generator = torch.Generator().manual_seed(0)
+    n, c, h, w = size
+    inputs = torch.randn(size, generator=generator, dtype=torch.float64)
+    # displacements of several pixels: many taps land between pixels and beyond the border
+    offset = 3 * torch.randn(n, 2 * kernel * kernel, h, w, generator=generator, dtype=torch.float64)
+    weight = torch.randn(4, c, kernel, kernel, generator=generator, dtype=torch.float64)
+    bias = torch.randn(4, generator=generator, dtype=torch.float64)
+    expected = torchvision_deform_conv2d(inputs, offset, weight, bias, padding=kernel // 2)
+    torch.testing.assert_close(deform_conv2d(inputs, offset, weight, bias), expected)
+
+
+def test_zero_offsets_give_the_ordinary_convolution():
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(2, 3, 8, 10, generator=generator)
+    weight = torch.randn(5, 3, 3, 3, generator=generator)
+    offset = torch.zeros(2, 18, 8, 10)
+    torch.testing.assert_close(deform_conv2d(inputs, offset, weight),
+                               torch.nn.functional.conv2d(inputs, weight, padding=1))
+
+
+def test_gradients_are_those_of_the_sampled_function():
+    generator = torch.Generator().manual_seed(2)
+    inputs = torch.randn(1, 2, 4, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    # keep taps away from pixel centres, where bilinear sampling has a kink
+    offset = (0.3 + 0.4 * torch.rand(1, 18, 4, 5, generator=generator, dtype=torch.float64)
+              ).requires_grad_()
+    weight = torch.randn(3, 2, 3, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(deform_conv2d, (inputs, offset, weight))
+
+
+def test_state_dict_is_interchangeable_with_torchvision_module():
+    ours = DeformConv2d(6, 4, 3, bias=False)
+    theirs = TorchvisionDeformConv2d(6, 4, 3, padding=1, bias=False)
+    theirs.load_state_dict(ours.state_dict())
+    inputs, offset = torch.randn(1, 6, 5, 7), torch.randn(1, 18, 5, 7)
+    torch.testing.assert_close(ours(inputs, offset), theirs(inputs, offset))
+
+
+def test_even_kernel_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        DeformConv2d(3, 3, 2)
