@@ -167,3 +167,23 @@ def test_decision_grid_logits_interpolate_between_cell_centres():
     assert fine.shape == (1, 12, 24)
     assert torch.allclose(fine[0, :, 2:22], (torch.arange(24.0) + 0.5)[2:22].expand(12, 20))
     assert decision_grid_logits(logits, (12, 24), 4).shape == (1, 3, 6)
+
+
+@pytest.mark.parametrize("loss_stride, sees_line", [(4, False), (1, True)])
+def test_loss_stride_sets_which_pixels_supervise_the_heads(small_config, loss_stride, sees_line):
+    """A one-pixel line between the 1/4 grid's cell centres (columns 2, 6, 10, ...) changes
+    the semantic and panoptic losses only when they are computed on the input grid."""
+    values = small_config.to_dict()
+    values["model"]["loss_stride"] = loss_stride
+    torch.manual_seed(0)
+    model = build_upsnet(config_from_dict(values)).train()
+    image = torch.rand(3, 64, 96)
+    plain = box_target(64, 96, [[40, 20, 70, 50]], [1], model.categories.num_stuff)
+    with_line = copy.deepcopy(plain)
+    with_line["semantic"][3:, 5] = 5  # a pole-like stuff line in column 5
+    losses = []
+    for target in (plain, with_line):
+        torch.manual_seed(1)  # same proposals sampled, same unknown instances
+        losses.append(model([image], [target]))
+    for name in ("loss_semantic", "loss_panoptic"):
+        assert (losses[0][name] != losses[1][name]) == sees_line, name

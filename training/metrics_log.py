@@ -7,11 +7,12 @@ be compared exactly. TensorBoard events go to ``DIR/tensorboard``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Mapping
 
 from torch.utils.tensorboard import SummaryWriter
+
+from upsnet_core.atomic import write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -36,9 +37,8 @@ class MetricsLog:
         lines = self.path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if _iteration(line) <= iteration]
         if len(kept) != len(lines):
-            temporary = self.path.with_suffix(".jsonl.tmp")
-            temporary.write_text("".join(kept))
-            os.replace(temporary, self.path)
+            text = "".join(kept).encode()
+            write_atomic(self.path, lambda stream: stream.write(text))
 
     def log(self, kind: str, iteration: int, values: Mapping[str, float]) -> None:
         """One record; TensorBoard tags are ``<kind>/<name>``."""

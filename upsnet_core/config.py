@@ -7,6 +7,7 @@ sections belong to the training pipeline and are kept as plain mappings here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -123,6 +124,11 @@ class ModelConfig:
     input: InputConfig = field(default_factory=InputConfig)
     unknown_fraction: float = 0.3
     """Fraction of ground-truth instances relabelled unknown for the panoptic loss."""
+    loss_stride: int = 4
+    """Stride, in input pixels, of the grid of the semantic and panoptic losses: 4 = the
+    heads' own grid, labels taken at cell centres; 1 or 2 = the heads' logits (and the
+    pasted mask logits) upsampled bilinearly, as inference does with ``decision_stride``,
+    so thin and small regions that fall between cell centres are supervised too."""
 
 
 @dataclass
@@ -189,6 +195,26 @@ def config_from_dict(values: dict) -> UPSNetConfig:
     return config
 
 
+def with_inference_settings(config: UPSNetConfig, settings: dict[str, Any]) -> UPSNetConfig:
+    """A copy of ``config`` whose ``model.inference`` section takes ``settings``, checked
+    as if they had been written in the YAML file (errors name ``model.inference.<key>``)."""
+    values = config.to_dict()
+    values["model"]["inference"].update(settings)
+    return config_from_dict(values)
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``; the value is read as JSON (``0.4``, ``1e12``,
+    ``512``, ``true``, ``[1024, 2048]``) and kept as text when it is not JSON."""
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise ValueError(f"a setting must be written KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
 def load_config(path: str | Path) -> UPSNetConfig:
     """Read a YAML config file; errors name the file and the offending key."""
     path = Path(path)
@@ -215,6 +241,9 @@ def validate(config: UPSNetConfig) -> None:
         raise ValueError("model.rpn.anchor_sizes needs one size per FPN level P2..P6 (5 values)")
     if not 0.0 <= model.unknown_fraction < 1.0:
         raise ValueError("model.unknown_fraction must be in [0, 1)")
+    if model.loss_stride not in (1, 2, 4):
+        raise ValueError("model.loss_stride must be 1, 2 or 4 (it divides the heads' stride 4), "
+                         f"got {model.loss_stride}")
     if len(model.inference.stuff_area_reference) != 2:
         raise ValueError("model.inference.stuff_area_reference must be [height, width]")
     if model.inference.decision_stride not in (1, 2, 4):

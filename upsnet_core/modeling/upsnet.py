@@ -34,7 +34,7 @@ class UPSNet(nn.Module):
     def __init__(self, batcher: ImageBatcher, backbone: nn.Module, instance_head: InstanceHead,
                  semantic_head: SemanticHead, panoptic_head: PanopticHead,
                  categories: CategorySet, loss_weights: LossWeights, inference: InferenceConfig,
-                 unknown_fraction: float):
+                 unknown_fraction: float, loss_stride: int = HEAD_STRIDE):
         super().__init__()
         self.batcher = batcher
         self.backbone = backbone
@@ -45,6 +45,7 @@ class UPSNet(nn.Module):
         self.loss_weights = loss_weights
         self.inference_config = inference
         self.unknown_fraction = unknown_fraction
+        self.loss_stride = loss_stride
 
     def forward(self, images: list[Tensor] | Tensor,
                 targets: list[dict[str, Tensor]] | None = None):
@@ -67,34 +68,39 @@ class UPSNet(nn.Module):
         proposals, losses = self.instance_head.propose(batch, features, targets)
         losses.update(self.instance_head.losses(features, proposals, batch.image_sizes, targets))
         logits = self.semantic_head(levels)
-        size = tuple(logits.shape[-2:])
-        semantic = torch.stack([labels_at_stride(t["semantic"], HEAD_STRIDE, size, IGNORE_INDEX)
+        stride = self.loss_stride
+        grid_logits = upsample_logits(logits, stride)
+        size = tuple(grid_logits.shape[-2:])
+        semantic = torch.stack([labels_at_stride(t["semantic"], stride, size, IGNORE_INDEX)
                                 for t in targets])
         boxes = [t["boxes"] for t in targets]
-        losses["loss_semantic"] = semantic_loss(logits, semantic)
+        losses["loss_semantic"] = semantic_loss(grid_logits, semantic)
         losses["loss_semantic_roi"] = semantic_roi_loss(
             logits, boxes, [t["semantic"] for t in targets], HEAD_STRIDE)
         mask_logits = self.instance_head.mask_logits(
             features, boxes, [t["labels"] for t in targets], batch.image_sizes)
-        losses["loss_panoptic"] = self._panoptic_loss(logits, semantic, targets, mask_logits)
+        losses["loss_panoptic"] = self._panoptic_loss(grid_logits, semantic, targets, mask_logits,
+                                                      stride)
         return {name: value * getattr(self.loss_weights, name[len("loss_"):])
                 for name, value in losses.items()}
 
     def _panoptic_loss(self, logits: Tensor, semantic: Tensor, targets: list[dict[str, Tensor]],
-                       mask_logits: list[Tensor]) -> Tensor:
-        """Panoptic cross entropy with ground-truth boxes and classes, in ground-truth order;
-        a random ``unknown_fraction`` of instances is left out of the logits and labelled
-        unknown, which is what teaches the unknown channel to flag missed instances."""
+                       mask_logits: list[Tensor], stride: int) -> Tensor:
+        """Panoptic cross entropy with ground-truth boxes and classes, in ground-truth order,
+        on the grid of ``stride`` input pixels of ``logits (N, C, h, w)`` and ``semantic
+        (N, h, w)``; a random ``unknown_fraction`` of instances is left out of the logits
+        and labelled unknown, which is what teaches the unknown channel to flag missed
+        instances."""
         size = tuple(logits.shape[-2:])
         all_logits, all_targets = [], []
         for image_logits, image_semantic, target, masks_logits in zip(logits, semantic, targets, mask_logits):
             boxes, labels = target["boxes"], target["labels"]
             unknown = sample_unknown(len(boxes), self.unknown_fraction, boxes.device)
             known = ~unknown
-            pasted = paste_mask_logits(masks_logits[known], boxes[known], size, HEAD_STRIDE)
+            pasted = paste_mask_logits(masks_logits[known], boxes[known], size, stride)
             all_logits.append(self.panoptic_head(image_logits, boxes[known], labels[known], pasted,
-                                                 HEAD_STRIDE))
-            masks = labels_at_stride(target["masks"], HEAD_STRIDE, size, 0).bool()
+                                                 stride))
+            masks = labels_at_stride(target["masks"], stride, size, 0).bool()
             all_targets.append(panoptic_target(image_semantic, masks, unknown,
                                                self.categories.num_stuff))
         return panoptic_loss(all_logits, all_targets)
@@ -196,13 +202,17 @@ def decision_grid_logits(logits: Tensor, input_size: tuple[int, int], stride: in
     centres of their cells.
     """
     cells = tuple(-(-side // HEAD_STRIDE) for side in input_size)
-    logits = logits[:, :cells[0], :cells[1]]
+    fine = tuple(-(-side // stride) for side in input_size)
+    return upsample_logits(logits[None, :, :cells[0], :cells[1]], stride)[0, :, :fine[0], :fine[1]]
+
+
+def upsample_logits(logits: Tensor, stride: int) -> Tensor:
+    """``logits (N, C, h, w)`` of the heads' 1/4 grid upsampled bilinearly to a grid of
+    ``stride`` input pixels, ``(N, C, h * 4 / stride, w * 4 / stride)`` (unchanged for 4)."""
     if stride == HEAD_STRIDE:
         return logits
-    fine = tuple(-(-side // stride) for side in input_size)
-    upsampled = F.interpolate(logits[None], scale_factor=HEAD_STRIDE // stride, mode="bilinear",
-                              align_corners=False)[0]
-    return upsampled[:, :fine[0], :fine[1]]
+    return F.interpolate(logits, scale_factor=HEAD_STRIDE // stride, mode="bilinear",
+                         align_corners=False)
 
 
 def build_upsnet(config: UPSNetConfig) -> UPSNet:
@@ -223,4 +233,5 @@ def build_upsnet(config: UPSNetConfig) -> UPSNet:
         loss_weights=model.loss_weights,
         inference=model.inference,
         unknown_fraction=model.unknown_fraction,
+        loss_stride=model.loss_stride,
     )
