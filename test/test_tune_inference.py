@@ -48,7 +48,7 @@ def test_every_combination_is_evaluated_as_evaluate_does(tune_root):
     assert set(by_area) == {0.0, 1e12}
     # a threshold above any image's area turns every stuff region into unknown
     assert by_area[1e12]["pq_stuff"] == 0.0 < by_area[0.0]["pq_stuff"]
-    model.inference_config = with_inference_settings(config, {"stuff_area": 0.0}).model.inference
+    model.inference_config = with_inference_settings(config, by_area[0.0]["settings"]).model.inference
     assert headline(evaluate_model(model, dataset, data, CPU)) == {
         k: v for k, v in by_area[0.0].items() if k != "settings"}
 
