@@ -187,6 +187,8 @@ class UPSNetNode(LifecycleNode):
                 CompressedImage, "image/compressed", self._on_frame, self._input_qos()))
         self._diagnostics_timer = self.create_timer(self._param("diagnostics_period"),
                                                     self._publish_diagnostics)
+        self.get_logger().info("active: subscribed to "
+                               + ", ".join(sub.topic_name for sub in self._inputs))
         return TransitionCallbackReturn.SUCCESS
 
     def _create_outputs(self) -> None:
