@@ -14,16 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from upsnet_core.checkpoint import load_model
-from upsnet_core.data import DATASET_KINDS
+from upsnet_core.config import UPSNetConfig
+from upsnet_core.data import DATASET_KINDS, PanopticDataset
 from upsnet_core.evaluation.pq import format_table
 from upsnet_core.inference import resolve_device
+from upsnet_core.modeling import UPSNet
 
 from .data import load_split
-from .settings import data_settings
+from .settings import DataSettings, data_settings
 from .validation import evaluate_model
 
 
@@ -43,15 +48,34 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass
+class Evaluation:
+    """A checkpoint's model on its device, its config and data settings, and a split."""
+
+    model: UPSNet
+    config: UPSNetConfig
+    data: DataSettings
+    dataset: PanopticDataset
+    device: torch.device
+
+
+def load_evaluation(checkpoint: Path, data_root: Path, split: str, device: str = "auto",
+                    kind: Optional[str] = None) -> Evaluation:
+    """The model of ``checkpoint`` on ``device`` and split ``split`` of ``data_root``, read
+    with the ``data:`` settings stored in the checkpoint (``kind`` overrides the dataset kind)."""
+    model, config = load_model(checkpoint)
+    data = data_settings(config)
+    if kind is not None:
+        data.kind = kind
+    dataset = load_split(data, split, model.categories, root=data_root)
+    resolved = resolve_device(device)
+    return Evaluation(model.to(resolved), config, data, dataset, resolved)
+
+
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """The results of :func:`training.validation.evaluate_model` plus what was evaluated."""
-    model, config = load_model(args.checkpoint)
-    data = data_settings(config)
-    if args.kind is not None:
-        data.kind = args.kind
-    dataset = load_split(data, args.split, model.categories, root=args.data)
-    device = resolve_device(args.device)
-    results = evaluate_model(model.to(device), dataset, data, device, merge=args.merge,
+    run = load_evaluation(args.checkpoint, args.data, args.split, args.device, args.kind)
+    results = evaluate_model(run.model, run.dataset, run.data, run.device, merge=args.merge,
                              max_images=args.max_images, progress=True)
     results.update(checkpoint=str(args.checkpoint), data=str(args.data), split=args.split)
     return results

@@ -22,14 +22,12 @@ from typing import Any, Optional
 
 import torch
 
-from upsnet_core.checkpoint import load_model
-from upsnet_core.config import UPSNetConfig, parse_setting, with_inference_settings
+from upsnet_core.config import UPSNetConfig, parse_setting, parse_value, with_inference_settings
 from upsnet_core.data import PanopticDataset
-from upsnet_core.inference import resolve_device
 from upsnet_core.modeling import UPSNet
 
-from .data import load_split
-from .settings import DataSettings, data_settings
+from .evaluate import load_evaluation
+from .settings import DataSettings
 from .validation import evaluate_model, headline
 
 
@@ -37,8 +35,8 @@ def parse_grid(texts: list[str]) -> dict[str, list[Any]]:
     """``["stuff_area=0,512", "score_threshold=0.5"]`` -> ``{"stuff_area": [0, 512], ...}``."""
     grid = {}
     for text in texts:
-        key, _ = parse_setting(text)
-        grid[key] = [parse_setting(f"{key}={value}")[1] for value in text.partition("=")[2].split(",")]
+        key, values = parse_setting(text, parse=False)
+        grid[key] = [parse_value(value) for value in values.split(",")]
     return grid
 
 
@@ -99,11 +97,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
         grid = parse_grid(args.grid)
-        model, config = load_model(args.checkpoint)
-        data = data_settings(config)
-        dataset = load_split(data, args.split, model.categories, root=args.data)
-        device = resolve_device(args.device)
-        rows = tune(model.to(device), config, dataset, data, device, grid, args.merge,
+        run = load_evaluation(args.checkpoint, args.data, args.split, args.device)
+        rows = tune(run.model, run.config, run.dataset, run.data, run.device, grid, args.merge,
                     args.max_images)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -203,16 +203,22 @@ def with_inference_settings(config: UPSNetConfig, settings: dict[str, Any]) -> U
     return config_from_dict(values)
 
 
-def parse_setting(text: str) -> tuple[str, Any]:
-    """``"key=value"`` -> ``(key, value)``; the value is read as JSON (``0.4``, ``1e12``,
-    ``512``, ``true``, ``[1024, 2048]``) and kept as text when it is not JSON."""
+def parse_setting(text: str, parse: bool = True) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``, the value read by :func:`parse_value` (kept as
+    text with ``parse=False``)."""
     key, separator, value = text.partition("=")
     if not separator or not key.strip():
         raise ValueError(f"a setting must be written KEY=VALUE, got {text!r}")
+    return key.strip(), parse_value(value) if parse else value
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value read as JSON (``0.4``, ``1e12``, ``512``, ``true``,
+    ``[1024, 2048]``), or kept as text when it is not JSON."""
     try:
-        return key.strip(), json.loads(value)
+        return json.loads(text)
     except ValueError:
-        return key.strip(), value
+        return text
 
 
 def load_config(path: str | Path) -> UPSNetConfig:

@@ -1,7 +1,7 @@
 """Deformable convolution (Dai et al. 2017) as bilinear sampling followed by a 1x1 product.
 
 The result is that of :func:`torchvision.ops.deform_conv2d` (stride 1, no modulation
-mask; ``test_model.py`` checks the two against each other). It is computed from two
+mask; ``test/test_deform_conv.py`` checks the two against each other). It is computed from two
 stock operators instead: :func:`torch.nn.functional.grid_sample` gathers the ``k*k``
 deformed samples of every output pixel, and a 1x1 convolution applies the weights.
 Why not torchvision's operator: its CPU kernel is a single-threaded scalar loop; on the
