@@ -70,6 +70,13 @@ def test_config_with_bad_inference_values(small_config, key, value, message):
         config_from_dict(values)
 
 
+def test_config_with_bad_loss_stride(small_config):
+    values = small_config.to_dict()
+    values["model"]["loss_stride"] = 3
+    with pytest.raises(ValueError, match="loss_stride must be 1, 2 or 4"):
+        config_from_dict(values)
+
+
 def test_config_with_unknown_preset_or_key(small_config, tmp_path):
     values = small_config.to_dict()
     values["categories"] = "kitti"

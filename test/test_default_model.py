@@ -21,7 +21,7 @@ def frames(tmp_path_factory):
     """Four new frames (a seed training never saw) and the model's results on them."""
     root = tmp_path_factory.mktemp("frames")
     predictor = Predictor.from_checkpoint(default_checkpoint(), "cpu")
-    assert predictor.input_long_side == 256  # stored in the model: the scale it was trained at
+    assert predictor.input_long_side == 512  # stored in the model: the scale it was trained at
     generate_dataset(root, "val", 4, seed=123, height=256, width=512)
     pairs = []
     for image, target in build_dataset("synthetic", root, "val", predictor.categories):
