@@ -20,7 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from upsnet_core.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, save_checkpoint  # noqa: E402
-from upsnet_core.config import config_from_dict  # noqa: E402
+from upsnet_core.config import with_inference_settings  # noqa: E402
 from upsnet_core.modeling import build_upsnet  # noqa: E402
 from upsnet_ros.conversions import array_to_image  # noqa: E402
 from upsnet_ros.node import DEFAULT_MODEL, resolve_checkpoint  # noqa: E402
@@ -48,9 +48,7 @@ def ros_context():
 def checkpoint(small_config, tmp_path_factory) -> Path:
     # The frames here are at most 96x128: the shipped long side (512) would only upsample
     # them 4x and slow every test; 256 keeps a network input larger than the frames.
-    values = small_config.to_dict()
-    values["model"]["inference"]["input_long_side"] = 256
-    config = config_from_dict(values)
+    config = with_inference_settings(small_config, {"input_long_side": 256})
     torch.manual_seed(0)
     return save_checkpoint(tmp_path_factory.mktemp("node") / "small.pt", build_upsnet(config),
                            config)

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import torch
 
-from upsnet_core.config import UPSNetConfig, parse_setting, parse_value, with_inference_settings
+from upsnet_core.config import UPSNetConfig, parse_value, split_setting, with_inference_settings
 from upsnet_core.data import PanopticDataset
 from upsnet_core.modeling import UPSNet
 
@@ -35,7 +35,7 @@ def parse_grid(texts: list[str]) -> dict[str, list[Any]]:
     """``["stuff_area=0,512", "score_threshold=0.5"]`` -> ``{"stuff_area": [0, 512], ...}``."""
     grid = {}
     for text in texts:
-        key, values = parse_setting(text, parse=False)
+        key, values = split_setting(text)
         grid[key] = [parse_value(value) for value in values.split(",")]
     return grid
 

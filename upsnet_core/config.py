@@ -203,13 +203,18 @@ def with_inference_settings(config: UPSNetConfig, settings: dict[str, Any]) -> U
     return config_from_dict(values)
 
 
-def parse_setting(text: str, parse: bool = True) -> tuple[str, Any]:
-    """``"key=value"`` -> ``(key, value)``, the value read by :func:`parse_value` (kept as
-    text with ``parse=False``)."""
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``, the value read by :func:`parse_value`."""
+    key, value = split_setting(text)
+    return key, parse_value(value)
+
+
+def split_setting(text: str) -> tuple[str, str]:
+    """``"key=value"`` -> ``(key, "value")``, the value as written."""
     key, separator, value = text.partition("=")
     if not separator or not key.strip():
         raise ValueError(f"a setting must be written KEY=VALUE, got {text!r}")
-    return key.strip(), parse_value(value) if parse else value
+    return key.strip(), value
 
 
 def parse_value(text: str) -> Any:
