@@ -1,11 +1,18 @@
-"""upsnet_node latency on the CPU: model inference, end to end, and the node's overhead.
+"""upsnet_node latency on the CPU: model inference, end to end, and the node's overhead,
+against the plain ``model.predict`` path measured in the same run.
 
     source scripts/env.sh
     python benchmarks/bench_node.py [--checkpoint CK] [--height 1024] [--width 2048] [--frames 10]
-        [--input-long-side N]
+        [--input-long-side N] [--backend torch|onnxruntime]
 
-Model inference: ``Predictor`` called in this process on the same rgb8 frame (median),
-on a worker thread as in the node.
+Baseline: ``UPSNet.predict`` called as the node called it before its speed-ups (weights
+in the default memory layout, autograd off with ``no_grad``), on the same frame after the
+same conversion and resize (median).
+Model inference: ``Predictor`` (channels-last weights, inference mode, or onnxruntime
+with ``--backend onnxruntime``) called in this process on the same rgb8 frame (median).
+Both run on a worker thread of their own, as in the node (PyTorch's CPU threading
+differs between the main thread and others, a lot on a busy machine), and the baseline's
+label image is checked to equal the Predictor's (torch backend).
 End to end: one frame published at a time to the node (its own process, installed
 executable, config/upsnet.yaml, device cpu), timed from ``publish`` to the arrival of
 its ``panoptic/labels`` message (median). Overhead = end to end - model inference
@@ -13,7 +20,7 @@ its ``panoptic/labels`` message (median). Overhead = end to end - model inferenc
 figure from /diagnostics is printed too. Without ``--checkpoint`` the shipped default
 model is used, or a random-weight ``config/upsnet_small.yaml`` model where it is absent.
 ``--input-long-side`` is the node parameter (-1, default: the checkpoint's network input
-size; 0: the full frame), used for both measurements.
+size; 0: the full frame), used for all measurements.
 """
 from __future__ import annotations
 
@@ -24,16 +31,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import rclpy
 import torch
 from std_msgs.msg import Header
 
-from upsnet_core.checkpoint import CheckpointError, default_checkpoint, save_checkpoint
+from upsnet_core.checkpoint import CheckpointError, default_checkpoint, load_model, save_checkpoint
 from upsnet_core.config import load_config
-from upsnet_core.inference import Predictor
-from upsnet_core.modeling import build_upsnet
+from upsnet_core.data.transforms import resize_image
+from upsnet_core.inference import BACKENDS, Predictor, image_to_tensor, scaled_size
+from upsnet_core.modeling import PanopticResult, build_upsnet
 from upsnet_ros.conversions import array_to_image
 from upsnet_ros.node_process import NodeProcess
 from upsnet_ros.testing import Probe, stamp_key
@@ -53,34 +62,57 @@ def benchmark_checkpoint(path: str | None, folder: Path) -> Path:
         return save_checkpoint(folder / "random_small.pt", build_upsnet(config), config)
 
 
-def model_inference(checkpoint: Path, image: np.ndarray, frames: int,
-                    long_side: int) -> list[float]:
-    """Seconds per ``Predictor`` call on ``image`` (after one warm-up call), on a thread of
-    its own as in the node (PyTorch's CPU threading differs between the main thread and
-    others, a lot on a busy machine)."""
-    predictor = Predictor.from_checkpoint(checkpoint, "cpu", None if long_side == -1 else long_side)
+def timed_calls(function: Callable[[], Any], frames: int) -> tuple[list[float], Any]:
+    """Seconds per call of ``function`` (after one warm-up call) and its last result, on a
+    thread of its own as in the node."""
     times: list[float] = []
+    results: list[Any] = []
 
     def run() -> None:
-        predictor(image)
+        function()
         for _ in range(frames):
             start = time.perf_counter()
-            predictor(image)
+            results[:] = [function()]
             times.append(time.perf_counter() - start)
     thread = threading.Thread(target=run)
     thread.start()
     thread.join()
-    return times
+    return times, results[0]
 
 
-def end_to_end(checkpoint: Path, image: np.ndarray, frames: int, long_side: int,
+def model_inference(checkpoint: Path, image: np.ndarray, frames: int, long_side: int,
+                    backend: str) -> tuple[list[float], PanopticResult]:
+    """``Predictor`` calls on ``image``: seconds per call and the last result."""
+    predictor = Predictor.from_checkpoint(checkpoint, "cpu", None if long_side == -1 else long_side,
+                                          backend)
+    return timed_calls(lambda: predictor(image), frames)
+
+
+def plain_predict(checkpoint: Path, image: np.ndarray, frames: int,
+                  long_side: int) -> tuple[list[float], PanopticResult]:
+    """The baseline (module docstring): seconds per call and the last result."""
+    model, config = load_model(checkpoint)
+    model.eval()
+    if long_side == -1:
+        long_side = config.model.inference.input_long_side
+    height, width = image.shape[:2]
+    size = scaled_size(height, width, long_side)
+
+    def call() -> PanopticResult:
+        with torch.no_grad():
+            tensor = resize_image(image_to_tensor(image), size)
+            return model.predict([tensor], output_sizes=[(height, width)])[0]
+    return timed_calls(call, frames)
+
+
+def end_to_end(checkpoint: Path, image: np.ndarray, frames: int, long_side: int, backend: str,
                log: Path) -> tuple[list[float], dict[str, str]]:
     """Seconds from publish to labels received per frame, and the node's last diagnostics."""
     os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)
     params = ["--params-file", str(ROOT / "config" / "upsnet.yaml"), "-r", "__ns:=/bench"]
     for key, value in {"checkpoint": checkpoint, "device": "cpu", "qos.reliability": "reliable",
                        "max_image_pixels": 0, "diagnostics_period": 0.5,
-                       "input_long_side": long_side}.items():
+                       "input_long_side": long_side, "backend": backend}.items():
         params += ["-p", f"{key}:={value}"]
     node = NodeProcess([str(EXECUTABLE)], params, log)
     rclpy.init()
@@ -114,25 +146,33 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--input-long-side", type=int, default=-1,
                         help="network input long side (-1: the checkpoint's, 0: full frame)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
     args = parser.parse_args()
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = benchmark_checkpoint(args.checkpoint, Path(folder))
         print(f"checkpoint {checkpoint}, {args.height}x{args.width} rgb8, CPU, "
               f"{torch.get_num_threads()} threads, {args.frames} frames, "
-              f"input_long_side {args.input_long_side}")
-        model = statistics.median(model_inference(checkpoint, image, args.frames,
-                                                  args.input_long_side))
+              f"input_long_side {args.input_long_side}, backend {args.backend}")
+        baseline_times, expected = plain_predict(checkpoint, image, args.frames,
+                                                 args.input_long_side)
+        model_times, result = model_inference(checkpoint, image, args.frames,
+                                              args.input_long_side, args.backend)
         latency, diagnostics = end_to_end(checkpoint, image, args.frames, args.input_long_side,
-                                          Path(folder) / "node.log")
+                                          args.backend, Path(folder) / "node.log")
+    baseline, model = statistics.median(baseline_times), statistics.median(model_times)
     e2e = statistics.median(latency)
-    print(f"model inference (in process, median): {model * 1e3:8.1f} ms")
-    print(f"node inference  (/diagnostics p50):   {float(diagnostics['inference_ms_p50']):8.1f} ms")
-    print(f"end to end (publish -> labels, median): {e2e * 1e3:6.1f} ms "
+    agreement = (result.panoptic == expected.panoptic).double().mean().item()
+    print(f"baseline: plain model.predict (median): {baseline * 1e3:8.1f} ms")
+    print(f"model inference (Predictor, median):    {model * 1e3:8.1f} ms "
+          f"(label pixels equal to the baseline's: {100 * agreement:.3f}%)")
+    print(f"node inference  (/diagnostics p50):     {float(diagnostics['inference_ms_p50']):8.1f} ms")
+    print(f"end to end (publish -> labels, median): {e2e * 1e3:8.1f} ms "
           f"(min {min(latency) * 1e3:.1f}, max {max(latency) * 1e3:.1f})")
-    print(f"node overhead (end to end - model):    {(e2e - model) * 1e3:6.1f} ms")
-    print(f"node overhead (end to end - node p50): "
-          f"{e2e * 1e3 - float(diagnostics['inference_ms_p50']):6.1f} ms")
+    print(f"end to end / baseline:                  {e2e / baseline:8.2f}")
+    print(f"node overhead (end to end - model):     {(e2e - model) * 1e3:8.1f} ms")
+    print(f"node overhead (end to end - node p50):  "
+          f"{e2e * 1e3 - float(diagnostics['inference_ms_p50']):8.1f} ms")
 
 
 if __name__ == "__main__":
