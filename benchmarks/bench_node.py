@@ -25,25 +25,27 @@ size; 0: the full frame), used for all measurements.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import rclpy
 import torch
 from std_msgs.msg import Header
 
-from upsnet_core.checkpoint import CheckpointError, default_checkpoint, load_model, save_checkpoint
+from upsnet_core.checkpoint import CheckpointError, load_model, save_checkpoint
 from upsnet_core.config import load_config
 from upsnet_core.data.transforms import resize_image
 from upsnet_core.inference import BACKENDS, Predictor, image_to_tensor, scaled_size
 from upsnet_core.modeling import PanopticResult, build_upsnet
 from upsnet_ros.conversions import array_to_image
+from upsnet_ros.node import resolve_checkpoint
 from upsnet_ros.node_process import NodeProcess
 from upsnet_ros.testing import Probe, stamp_key
 
@@ -52,45 +54,41 @@ EXECUTABLE = ROOT / "install" / "upsnet_ros" / "lib" / "upsnet_ros" / "upsnet_no
 
 
 def benchmark_checkpoint(path: str | None, folder: Path) -> Path:
-    """``path``, else the shipped default model, else a random-weight small model."""
+    """``path``, else the shipped default model where the node finds it (installed share
+    folder, then the repository), else a random-weight small model."""
     if path:
         return Path(path)
     try:
-        return default_checkpoint()
+        return resolve_checkpoint("")
     except CheckpointError:
         config = load_config(ROOT / "config" / "upsnet_small.yaml")
         return save_checkpoint(folder / "random_small.pt", build_upsnet(config), config)
 
 
-def timed_calls(function: Callable[[], Any], frames: int) -> tuple[list[float], Any]:
-    """Seconds per call of ``function`` (after one warm-up call) and its last result, on a
-    thread of its own as in the node."""
-    times: list[float] = []
-    results: list[Any] = []
+def on_thread(function: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds taken by ``function()`` on a thread of its own, as in the node, and its result."""
+    outcome: list[Any] = []
 
     def run() -> None:
-        function()
-        for _ in range(frames):
-            start = time.perf_counter()
-            results[:] = [function()]
-            times.append(time.perf_counter() - start)
+        begin = time.perf_counter()
+        result = function()
+        outcome[:] = [time.perf_counter() - begin, result]
     thread = threading.Thread(target=run)
     thread.start()
     thread.join()
-    return times, results[0]
+    return outcome[0], outcome[1]
 
 
-def model_inference(checkpoint: Path, image: np.ndarray, frames: int, long_side: int,
-                    backend: str) -> tuple[list[float], PanopticResult]:
-    """``Predictor`` calls on ``image``: seconds per call and the last result."""
+def predictor_call(checkpoint: Path, image: np.ndarray, long_side: int,
+                   backend: str) -> Callable[[], PanopticResult]:
+    """One ``Predictor`` call on ``image``."""
     predictor = Predictor.from_checkpoint(checkpoint, "cpu", None if long_side == -1 else long_side,
                                           backend)
-    return timed_calls(lambda: predictor(image), frames)
+    return lambda: predictor(image)
 
 
-def plain_predict(checkpoint: Path, image: np.ndarray, frames: int,
-                  long_side: int) -> tuple[list[float], PanopticResult]:
-    """The baseline (module docstring): seconds per call and the last result."""
+def plain_call(checkpoint: Path, image: np.ndarray, long_side: int) -> Callable[[], PanopticResult]:
+    """One call of the baseline (module docstring) on ``image``."""
     model, config = load_model(checkpoint)
     model.eval()
     if long_side == -1:
@@ -102,12 +100,13 @@ def plain_predict(checkpoint: Path, image: np.ndarray, frames: int,
         with torch.no_grad():
             tensor = resize_image(image_to_tensor(image), size)
             return model.predict([tensor], output_sizes=[(height, width)])[0]
-    return timed_calls(call, frames)
+    return call
 
 
-def end_to_end(checkpoint: Path, image: np.ndarray, frames: int, long_side: int, backend: str,
-               log: Path) -> tuple[list[float], dict[str, str]]:
-    """Seconds from publish to labels received per frame, and the node's last diagnostics."""
+@contextlib.contextmanager
+def running_node(checkpoint: Path, long_side: int, backend: str,
+                 log: Path) -> Iterator[Probe]:
+    """The node (own process, device cpu) and a probe in its namespace, once it listens."""
     os.environ["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 200)
     params = ["--params-file", str(ROOT / "config" / "upsnet.yaml"), "-r", "__ns:=/bench"]
     for key, value in {"checkpoint": checkpoint, "device": "cpu", "qos.reliability": "reliable",
@@ -120,22 +119,26 @@ def end_to_end(checkpoint: Path, image: np.ndarray, frames: int, long_side: int,
     try:
         if not probe.spin_until(lambda: probe.image_publisher.get_subscription_count() > 0, 300):
             raise RuntimeError(f"node did not start:\n{node.log()}")
-        latencies = []
-        for index in range(frames + 1):  # the first frame is a warm-up
-            header = Header(frame_id="camera")
-            header.stamp.sec = index + 1
-            msg = array_to_image(image, "rgb8", header)
-            start = time.perf_counter()
-            probe.publish(msg)
-            if not probe.outputs_for(stamp_key(msg), ["panoptic/labels"], 300):
-                raise RuntimeError(f"no labels for frame {index}:\n{node.log()}")
-            latencies.append(probe.arrival["panoptic/labels"][stamp_key(msg)] - start)
-        diagnostics = probe.wait_for_diagnostics(bool, 10)
+        yield probe
+    except RuntimeError:
+        print(node.log())
+        raise
     finally:
         probe.destroy()
         rclpy.shutdown()
         node.stop()
-    return latencies[1:], diagnostics
+
+
+def end_to_end(probe: Probe, image: np.ndarray, index: int) -> float:
+    """Seconds from publishing frame ``index`` to the arrival of its labels."""
+    header = Header(frame_id="camera")
+    header.stamp.sec = index + 1
+    msg = array_to_image(image, "rgb8", header)
+    start = time.perf_counter()
+    probe.publish(msg)
+    if not probe.outputs_for(stamp_key(msg), ["panoptic/labels"], 300):
+        raise RuntimeError(f"no labels for frame {index}")
+    return probe.arrival["panoptic/labels"][stamp_key(msg)] - start
 
 
 def main() -> None:
@@ -149,30 +152,38 @@ def main() -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     args = parser.parse_args()
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
+    times: dict[str, list[float]] = {"baseline": [], "model": [], "end_to_end": []}
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = benchmark_checkpoint(args.checkpoint, Path(folder))
         print(f"checkpoint {checkpoint}, {args.height}x{args.width} rgb8, CPU, "
               f"{torch.get_num_threads()} threads, {args.frames} frames, "
               f"input_long_side {args.input_long_side}, backend {args.backend}")
-        baseline_times, expected = plain_predict(checkpoint, image, args.frames,
-                                                 args.input_long_side)
-        model_times, result = model_inference(checkpoint, image, args.frames,
-                                              args.input_long_side, args.backend)
-        latency, diagnostics = end_to_end(checkpoint, image, args.frames, args.input_long_side,
-                                          args.backend, Path(folder) / "node.log")
-    baseline, model = statistics.median(baseline_times), statistics.median(model_times)
-    e2e = statistics.median(latency)
-    agreement = (result.panoptic == expected.panoptic).double().mean().item()
+        calls = {"baseline": plain_call(checkpoint, image, args.input_long_side),
+                 "model": predictor_call(checkpoint, image, args.input_long_side, args.backend)}
+        results: dict[str, PanopticResult] = {}
+        with running_node(checkpoint, args.input_long_side, args.backend,
+                          Path(folder) / "node.log") as probe:
+            # Interleaved frame by frame, so that a busy machine slows all three alike;
+            # the first round is a warm-up.
+            for index in range(args.frames + 1):
+                for name, call in calls.items():
+                    seconds, results[name] = on_thread(call)
+                    times[name].append(seconds)
+                times["end_to_end"].append(end_to_end(probe, image, index))
+            diagnostics = probe.wait_for_diagnostics(bool, 10)
+    baseline, model, e2e = (statistics.median(times[k][1:]) for k in times)
+    latency = times["end_to_end"][1:]
+    node_p50 = float(diagnostics["inference_ms_p50"])
+    agreement = (results["model"].panoptic == results["baseline"].panoptic).double().mean().item()
     print(f"baseline: plain model.predict (median): {baseline * 1e3:8.1f} ms")
     print(f"model inference (Predictor, median):    {model * 1e3:8.1f} ms "
           f"(label pixels equal to the baseline's: {100 * agreement:.3f}%)")
-    print(f"node inference  (/diagnostics p50):     {float(diagnostics['inference_ms_p50']):8.1f} ms")
+    print(f"node inference  (/diagnostics p50):     {node_p50:8.1f} ms")
     print(f"end to end (publish -> labels, median): {e2e * 1e3:8.1f} ms "
           f"(min {min(latency) * 1e3:.1f}, max {max(latency) * 1e3:.1f})")
     print(f"end to end / baseline:                  {e2e / baseline:8.2f}")
     print(f"node overhead (end to end - model):     {(e2e - model) * 1e3:8.1f} ms")
-    print(f"node overhead (end to end - node p50):  "
-          f"{e2e * 1e3 - float(diagnostics['inference_ms_p50']):8.1f} ms")
+    print(f"node overhead (end to end - node p50):  {e2e * 1e3 - node_p50:8.1f} ms")
 
 
 if __name__ == "__main__":

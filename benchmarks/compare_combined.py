@@ -22,7 +22,9 @@ transform is not used (it would rescale to 800 px), and Mask R-CNN's masks are t
 grid, as UPSNet does): that favours the combined method, never UPSNet.
 
 Printed per size: each method's stages (median ms), the ratio combined / unified and
-the share of UPSNet's panoptic head + post-processing in its total.
+the share of UPSNet's panoptic head + post-processing in its total. ``--decision-stride``
+sets the grid on which both merges decide (the config's by default: 1, the network input;
+4 is the heads' own 1/4 grid).
 """
 from __future__ import annotations
 
@@ -46,11 +48,15 @@ ROOT = Path(__file__).resolve().parents[1]
 COMBINED_STAGES = ("semantic_network", "mask_rcnn", "heuristic_merge")
 
 
-def forced_upsnet(config_path: Path):
-    """UPSNet with random weights whose detections all reach the panoptic head."""
+def forced_upsnet(config_path: Path, decision_stride: int | None = None):
+    """UPSNet with random weights whose detections all reach the panoptic head; its
+    decision grid from the config unless ``decision_stride`` is given."""
     config = load_config(config_path)
     config.model.roi_heads.score_thresh = 0.0
-    config = with_inference_settings(config, {"score_threshold": 0.0})
+    settings = {"score_threshold": 0.0}
+    if decision_stride:
+        settings["decision_stride"] = decision_stride
+    config = with_inference_settings(config, settings)
     torch.manual_seed(0)
     return build_upsnet(config)
 
@@ -107,9 +113,9 @@ class CombinedMethod:
 
 
 def compare(config: Path, height: int, width: int, runs: int, warmup: int,
-            device: torch.device) -> dict:
+            device: torch.device, decision_stride: int | None = None) -> dict:
     """Both methods on the same random image; medians per stage and the two ratios."""
-    upsnet = prepare_for_inference(forced_upsnet(config), device)
+    upsnet = prepare_for_inference(forced_upsnet(config, decision_stride), device)
     combined = CombinedMethod(upsnet, device)
     image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
     counts: dict[str, int] = {}
@@ -129,12 +135,13 @@ def compare(config: Path, height: int, width: int, runs: int, warmup: int,
     report["combined_over_unified"] = report["combined"]["total_ms"] / report["unified"]["total_ms"]
     report["panoptic_share_of_unified"] = (report["unified"]["stages_ms"]["panoptic_postprocess"]
                                            / report["unified"]["total_ms"])
-    report.update(counts, height=height, width=width)
+    report.update(counts, height=height, width=width,
+                  decision_stride=upsnet.inference_config.decision_stride)
     return report
 
 
 def print_report(report: dict) -> None:
-    print(f"{report['height']}x{report['width']}:")
+    print(f"{report['height']}x{report['width']} (decision stride {report['decision_stride']}):")
     for method in ("unified", "combined"):
         figures = report[method]
         stages = ", ".join(f"{k} {v:.0f}" for k, v in figures["stages_ms"].items())
@@ -153,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--decision-stride", type=int, choices=(1, 2, 4),
+                        help="decision grid of both merges (default: the config's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -161,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for size in args.sizes:
         height, width = (int(v) for v in size.lower().split("x"))
-        reports.append(compare(args.config, height, width, args.runs, args.warmup, device))
+        reports.append(compare(args.config, height, width, args.runs, args.warmup, device,
+                               args.decision_stride))
         print_report(reports[-1])
     if args.json:
         args.json.write_text(json.dumps({"device": device_name(device), "config": str(args.config),

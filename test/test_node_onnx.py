@@ -5,7 +5,6 @@ file fails configure with the reason and the node keeps running.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +14,17 @@ import torch
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("onnxruntime")
 from std_msgs.msg import Header  # noqa: E402
+# The node test module's ROS context (own domain per session) and node launcher.
+from test_node import EXECUTABLE, ros_context, start_node  # noqa: E402,F401
 
 from upsnet_core.checkpoint import save_checkpoint  # noqa: E402
 from upsnet_core.config import with_inference_settings  # noqa: E402
 from upsnet_core.inference import Predictor  # noqa: E402
 from upsnet_core.modeling import build_upsnet  # noqa: E402
 from upsnet_ros.conversions import array_to_image  # noqa: E402
-from upsnet_ros.node_process import NodeProcess  # noqa: E402
 from upsnet_ros.testing import Probe, stamp_key  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-EXECUTABLE = ROOT / "install" / "upsnet_ros" / "lib" / "upsnet_ros" / "upsnet_node"
 TIMEOUT = 120.0  # configure exports the network (about 10 s on an idle 2-core machine)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ros_context():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
-        rclpy.init()
-        yield
-        rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +36,14 @@ def checkpoint(small_config, tmp_path_factory) -> Path:
                            config)
 
 
-def start_node(namespace: str, log: Path, **params) -> NodeProcess:
-    args = ["-r", f"__ns:={namespace}", "--params-file", str(ROOT / "config" / "upsnet.yaml")]
-    for key, value in {"device": "cpu", "autostart": "true", "backend": "onnxruntime",
-                       "diagnostics_period": 0.2, "qos.reliability": "reliable", **params}.items():
-        args += ["-p", f"{key}:={value}"]
-    return NodeProcess([str(EXECUTABLE)], args, log)
+def start_onnx_node(namespace: str, log: Path, **params):
+    return start_node([str(EXECUTABLE)], namespace, log, **{
+        "device": "cpu", "autostart": "true", "backend": "onnxruntime", "diagnostics_period": 0.2,
+        "qos.reliability": "reliable", **params})
 
 
 def test_onnxruntime_backend_labels_agree_with_pytorch(checkpoint, tmp_path):
-    node = start_node("/onnx", tmp_path / "onnx.log", checkpoint=checkpoint)
+    node = start_onnx_node("/onnx", tmp_path / "onnx.log", checkpoint=checkpoint)
     probe = Probe("/onnx", topics=["panoptic/labels"])
     try:
         assert probe.spin_until(lambda: probe.image_publisher.get_subscription_count() > 0,
@@ -84,7 +71,7 @@ def test_onnxruntime_backend_labels_agree_with_pytorch(checkpoint, tmp_path):
 
 def test_missing_onnx_file_fails_configure_and_the_node_keeps_running(checkpoint, tmp_path):
     missing = tmp_path / "missing.onnx"
-    node = start_node("/onnx_missing", tmp_path / "missing.log", checkpoint=checkpoint,
+    node = start_onnx_node("/onnx_missing", tmp_path / "missing.log", checkpoint=checkpoint,
                       onnx_model=missing)
     probe = Probe("/onnx_missing", topics=[])
     try:

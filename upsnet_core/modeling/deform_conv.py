@@ -27,7 +27,7 @@ def deform_conv2d(inputs: Tensor, offset: Tensor, weight: Tensor,
     zeros; bilinear interpolation toward the border mixes in those zeros.
     """
     n, channels, height, width = inputs.shape
-    out_channels, _, k, _ = weight.shape
+    k = weight.shape[-1]
     taps = torch.arange(k, dtype=inputs.dtype, device=inputs.device) - k // 2
     rows = torch.arange(height, dtype=inputs.dtype, device=inputs.device)
     cols = torch.arange(width, dtype=inputs.dtype, device=inputs.device)

@@ -238,8 +238,8 @@ def render(cell_ids: Tensor, row_index: Tensor, col_index: Tensor) -> tuple[Tens
 def lookup(cells: Tensor, row_index: Tensor, col_index: Tensor) -> Tensor:
     """``cells[row_index][:, col_index]`` for ``cells (h, w)``: ``(len(row_index), len(col_index))``.
 
-    Two gathers with broadcast indices: on the CPU 4x faster at 1024x2048 than
-    ``index_select`` along each axis (12 ms), the same values.
+    Two gathers with broadcast indices: the same values as ``index_select`` along each
+    axis, 4x faster on the CPU (1024x2048 int32 from 256x512: 3 ms instead of 12).
     """
     wide = torch.gather(cells, 1, col_index[None].expand(len(cells), -1))
     return torch.gather(wide, 0, row_index[:, None].expand(-1, wide.shape[1]))
