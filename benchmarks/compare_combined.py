@@ -21,7 +21,8 @@ transform is not used (it would rescale to 800 px), and Mask R-CNN's masks are t
 28x28 before torchvision pastes them at image size (the merge pastes them on its decision
 grid, as UPSNet does): that favours the combined method, never UPSNet.
 
-Printed per size: each method's stages (median ms), the ratio combined / unified and
+The two methods take turns run by run, so that a machine that gets busier (other jobs)
+slows both alike. Printed per size: each method's stages (median ms), the ratio combined / unified and
 the share of UPSNet's panoptic head + post-processing in its total. ``--decision-stride``
 sets the grid on which both merges decide (the config's by default: 1, the network input;
 4 is the heads' own 1/4 grid).
@@ -130,8 +131,9 @@ def compare(config: Path, height: int, width: int, runs: int, warmup: int,
             result = combined.predict(image, timer)[0]
         counts["combined_instances"] = sum(s["isthing"] for s in result.segments)
 
-    report = {"unified": medians(timed_runs(unified, device, runs, warmup), STAGES),
-              "combined": medians(timed_runs(separate, device, runs, warmup), COMBINED_STAGES)}
+    timers = timed_runs({"unified": unified, "combined": separate}, device, runs, warmup)
+    report = {"unified": medians(timers["unified"], STAGES),
+              "combined": medians(timers["combined"], COMBINED_STAGES)}
     report["combined_over_unified"] = report["combined"]["total_ms"] / report["unified"]["total_ms"]
     report["panoptic_share_of_unified"] = (report["unified"]["stages_ms"]["panoptic_postprocess"]
                                            / report["unified"]["total_ms"])
@@ -162,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--decision-stride", type=int, choices=(1, 2, 4),
                         help="decision grid of both merges (default: the config's)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default, one per core)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     print(f"{args.config} (random weights, detections forced), {device_name(device)}, "
           f"torch {torch.__version__}, {args.runs} runs after {args.warmup} warm-up")

@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -32,16 +33,20 @@ from ..profiling import StageTimer
 STAGES = ("backbone", "rpn", "roi_heads", "semantic_head", "panoptic_postprocess")
 
 
-def timed_runs(predict, device: torch.device, runs: int, warmup: int) -> StageTimer:
-    """``predict(timer)`` called ``warmup + runs`` times; the timer holds the timed runs'
-    milliseconds per stage it reports and under ``total``."""
-    timer = StageTimer(device)
+def timed_runs(methods: dict[str, Callable[[StageTimer], Any]], device: torch.device, runs: int,
+               warmup: int) -> dict[str, StageTimer]:
+    """Each ``method(timer)`` called ``warmup + runs`` times, the methods taking turns run
+    by run (a machine that gets busier slows them alike); per method, a timer holding the
+    timed runs' milliseconds per stage it reports and under ``total``."""
+    timers = {name: StageTimer(device) for name in methods}
     for index in range(warmup + runs):
-        if index == warmup:
-            timer.times.clear()
-        with timer("total"):
-            predict(timer)
-    return timer
+        for name, method in methods.items():
+            timer = timers[name]
+            if index == warmup:
+                timer.times.clear()
+            with timer("total"):
+                method(timer)
+    return timers
 
 
 def medians(timer: StageTimer, stages: tuple[str, ...]) -> dict:
@@ -67,7 +72,7 @@ def run_benchmark(model, device: torch.device, height: int, width: int, runs: in
             result = model.predict([image], timer=timer)[0]
         instances.append(sum(s["isthing"] for s in result.segments))
 
-    report = medians(timed_runs(predict, device, runs, warmup), STAGES)
+    report = medians(timed_runs({"upsnet": predict}, device, runs, warmup)["upsnet"], STAGES)
     report["panoptic_share_of_total"] = (report["stages_ms"]["panoptic_postprocess"]
                                          / report["total_ms"])
     report["instances_per_image"] = statistics.median(instances[warmup:])
