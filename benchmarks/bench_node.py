@@ -12,7 +12,9 @@ Model inference: ``Predictor`` (channels-last weights, inference mode, or onnxru
 with ``--backend onnxruntime``) called in this process on the same rgb8 frame (median).
 Both run on a worker thread of their own, as in the node (PyTorch's CPU threading
 differs between the main thread and others, a lot on a busy machine), and the baseline's
-label image is checked to equal the Predictor's (torch backend).
+label image is compared with the Predictor's. Their CPU time (all threads of this
+process) is printed too: on a machine shared with other jobs it varies far less than
+the wall-clock time.
 End to end: one frame published at a time to the node (its own process, installed
 executable, config/upsnet.yaml, device cpu), timed from ``publish`` to the arrival of
 its ``panoptic/labels`` message (median). Overhead = end to end - model inference
@@ -65,18 +67,19 @@ def benchmark_checkpoint(path: str | None, folder: Path) -> Path:
         return save_checkpoint(folder / "random_small.pt", build_upsnet(config), config)
 
 
-def on_thread(function: Callable[[], Any]) -> tuple[float, Any]:
-    """Seconds taken by ``function()`` on a thread of its own, as in the node, and its result."""
+def on_thread(function: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall-clock and CPU seconds (all of this process's threads) taken by ``function()`` on
+    a thread of its own, as in the node, and its result."""
     outcome: list[Any] = []
 
     def run() -> None:
-        begin = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         result = function()
-        outcome[:] = [time.perf_counter() - begin, result]
+        outcome[:] = [time.perf_counter() - wall, time.process_time() - cpu, result]
     thread = threading.Thread(target=run)
     thread.start()
     thread.join()
-    return outcome[0], outcome[1]
+    return outcome[0], outcome[1], outcome[2]
 
 
 def predictor_call(checkpoint: Path, image: np.ndarray, long_side: int,
@@ -152,7 +155,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     args = parser.parse_args()
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
-    times: dict[str, list[float]] = {"baseline": [], "model": [], "end_to_end": []}
+    times: dict[str, list[float]] = {"baseline": [], "model": [], "end_to_end": [],
+                                     "baseline_cpu": [], "model_cpu": []}
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = benchmark_checkpoint(args.checkpoint, Path(folder))
         print(f"checkpoint {checkpoint}, {args.height}x{args.width} rgb8, CPU, "
@@ -167,17 +171,21 @@ def main() -> None:
             # the first round is a warm-up.
             for index in range(args.frames + 1):
                 for name, call in calls.items():
-                    seconds, results[name] = on_thread(call)
+                    seconds, cpu, results[name] = on_thread(call)
                     times[name].append(seconds)
+                    times[name + "_cpu"].append(cpu)
                 times["end_to_end"].append(end_to_end(probe, image, index))
             diagnostics = probe.wait_for_diagnostics(bool, 10)
-    baseline, model, e2e = (statistics.median(times[k][1:]) for k in times)
+    baseline, model, e2e, baseline_cpu, model_cpu = (statistics.median(times[k][1:])
+                                                     for k in times)
     latency = times["end_to_end"][1:]
     node_p50 = float(diagnostics["inference_ms_p50"])
     agreement = (results["model"].panoptic == results["baseline"].panoptic).double().mean().item()
-    print(f"baseline: plain model.predict (median): {baseline * 1e3:8.1f} ms")
+    print(f"baseline: plain model.predict (median): {baseline * 1e3:8.1f} ms "
+          f"(CPU time {baseline_cpu * 1e3:.1f} ms)")
     print(f"model inference (Predictor, median):    {model * 1e3:8.1f} ms "
-          f"(label pixels equal to the baseline's: {100 * agreement:.3f}%)")
+          f"(CPU time {model_cpu * 1e3:.1f} ms; label pixels equal to the baseline's: "
+          f"{100 * agreement:.3f}%)")
     print(f"node inference  (/diagnostics p50):     {node_p50:8.1f} ms")
     print(f"end to end (publish -> labels, median): {e2e * 1e3:8.1f} ms "
           f"(min {min(latency) * 1e3:.1f}, max {max(latency) * 1e3:.1f})")
