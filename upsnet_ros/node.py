@@ -181,9 +181,10 @@ class UPSNetNode(LifecycleNode):
         self._apply_thresholds()
         started = time.perf_counter()
         self._infer(np.zeros((64, 64, 3), dtype=np.uint8))
+        onnx = self._predictor.onnx_model
         self.get_logger().info(f"loaded {checkpoint} on {self._predictor.device} "
-                               f"({self._predictor.backend} {self._predictor.onnx_model or ''}), warm-up "
-                               f"{(time.perf_counter() - started) * 1e3:.0f} ms")
+                               f"({self._predictor.backend}{f' {onnx}' if onnx else ''}), "
+                               f"warm-up {(time.perf_counter() - started) * 1e3:.0f} ms")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._create_outputs()
