@@ -43,6 +43,8 @@ setup(
         'tensorboard',
         'rosbags>=0.11',
     ],
+    # ONNX export and the onnxruntime backend (upsnet_core.onnx_export / onnx_runtime).
+    extras_require={'onnx': ['onnx', 'onnxruntime']},
     # Keep setuptools' intermediate files apart from colcon's build/upsnet_ros.
     options={'build': {'build_base': os.path.join('build', 'setuptools')}},
     classifiers=[

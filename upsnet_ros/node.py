@@ -32,7 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from upsnet_core.checkpoint import CheckpointError, default_checkpoint
-from upsnet_core.inference import Predictor
+from upsnet_core.inference import BACKENDS, Predictor
 from upsnet_core.modeling import PanopticResult
 from upsnet_core.visualization import overlay
 from upsnet_ros.conversions import (ImageConversionError, array_to_image, compressed_to_rgb,
@@ -51,6 +51,10 @@ THRESHOLDS = ("score_threshold", "mask_overlap_threshold", "stuff_area")
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "checkpoint": ("", "checkpoint file; empty: the shipped default model (read on configure)"),
     "device": ("auto", "auto | cpu | cuda | cuda:N (read on configure)"),
+    "backend": ("torch", "what runs the network: torch | onnxruntime (CPU; read on configure)"),
+    "onnx_model": ("", "ONNX file of the checkpoint's network for backend onnxruntime "
+                       "(python -m upsnet_core.tools.export --onnx); empty: exported on "
+                       "configure (read on configure)"),
     "half_precision": (True, "fp16 autocast around inference on CUDA (ignored on the CPU)"),
     "input_long_side": (-1, "network input long side in pixels; -1: the checkpoint's "
                             "(inference.input_long_side), 0: the image's own size; outputs are "
@@ -112,6 +116,8 @@ def setting_error(name: str, value: Any) -> str:
         return f"max_image_pixels must be an integer >= 0, got {value!r}"
     if name == "input_long_side" and (not isinstance(value, int) or value < -1):
         return f"input_long_side must be an integer >= 0 or -1 (the checkpoint's), got {value!r}"
+    if name == "backend" and value not in BACKENDS:
+        return f"backend must be one of {', '.join(BACKENDS)}, got {value!r}"
     if name == "diagnostics_period" and (not isinstance(value, (int, float)) or value <= 0):
         return f"diagnostics_period must be > 0, got {value!r}"
     return ""
@@ -169,13 +175,16 @@ class UPSNetNode(LifecycleNode):
         checkpoint = resolve_checkpoint(self._param("checkpoint"))
         long_side = self._param("input_long_side")
         self._predictor = Predictor.from_checkpoint(
-            checkpoint, self._param("device"), None if long_side == -1 else long_side)
+            checkpoint, self._param("device"), None if long_side == -1 else long_side,
+            self._param("backend"), self._param("onnx_model") or None)
         self._checkpoint = str(checkpoint)
         self._apply_thresholds()
         started = time.perf_counter()
         self._infer(np.zeros((64, 64, 3), dtype=np.uint8))
-        self.get_logger().info(f"loaded {checkpoint} on {self._predictor.device}, warm-up "
-                               f"{(time.perf_counter() - started) * 1e3:.0f} ms")
+        onnx = self._predictor.onnx_model
+        self.get_logger().info(f"loaded {checkpoint} on {self._predictor.device} "
+                               f"({self._predictor.backend}{f' {onnx}' if onnx else ''}), "
+                               f"warm-up {(time.perf_counter() - started) * 1e3:.0f} ms")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._create_outputs()
@@ -312,6 +321,7 @@ class UPSNetNode(LifecycleNode):
         predictor = self._predictor
         values = {"model": self._checkpoint,
                   "device": str(predictor.device) if predictor else "none",
+                  "backend": predictor.backend if predictor else "none",
                   "input_long_side": predictor.input_long_side if predictor else "none"}
         if predictor is not None:
             config = predictor.model.inference_config

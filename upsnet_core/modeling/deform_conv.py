@@ -27,7 +27,7 @@ def deform_conv2d(inputs: Tensor, offset: Tensor, weight: Tensor,
     zeros; bilinear interpolation toward the border mixes in those zeros.
     """
     n, channels, height, width = inputs.shape
-    out_channels, _, k, _ = weight.shape
+    k = weight.shape[-1]
     taps = torch.arange(k, dtype=inputs.dtype, device=inputs.device) - k // 2
     rows = torch.arange(height, dtype=inputs.dtype, device=inputs.device)
     cols = torch.arange(width, dtype=inputs.dtype, device=inputs.device)
@@ -39,7 +39,9 @@ def deform_conv2d(inputs: Tensor, offset: Tensor, weight: Tensor,
     samples = F.grid_sample(inputs, grid.view(n, k * k * height, width, 2), mode="bilinear",
                             padding_mode="zeros", align_corners=False)  # (N, C, k*k*H, W)
     samples = samples.view(n, channels * k * k, height, width)
-    return F.conv2d(samples, weight.reshape(out_channels, channels * k * k, 1, 1), bias)
+    # flatten, not a reshape to sizes read from the input: the weight's shape stays
+    # static in a traced graph (ONNX export needs the kernel's shape)
+    return F.conv2d(samples, weight.flatten(1)[:, :, None, None], bias)
 
 
 class DeformConv2d(nn.Module):

@@ -99,12 +99,18 @@ class InstanceHead(nn.Module):
         if sum(counts) == 0:
             reference = features["0"]
             return [reference.new_zeros((0, MASK_SIZE, MASK_SIZE)) for _ in boxes]
+        return list(self.own_class_mask_logits(features, boxes, torch.cat(labels),
+                                               image_sizes).split(counts))
+
+    def own_class_mask_logits(self, features: dict[str, Tensor], boxes: list[Tensor],
+                              labels: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:
+        """Mask logits ``(K, 28, 28)`` of all images' boxes together (``labels (K,)`` in
+        image order); no Python-side shapes, so it also traces for ONNX export."""
         heads = self.roi_heads
         pooled = heads.mask_roi_pool(features, boxes, image_sizes)
         logits = heads.mask_predictor(heads.mask_head(pooled))  # (K, num_things + 1, 28, 28)
-        flat_labels = torch.cat(labels)
-        own_class = logits[range(len(flat_labels)), flat_labels]
-        return list(own_class.split(counts))
+        index = labels.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[-2:])
+        return logits.gather(1, index)[:, 0]
 
 
 def _rename(losses: dict[str, Tensor]) -> dict[str, Tensor]:

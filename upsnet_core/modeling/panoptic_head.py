@@ -56,7 +56,8 @@ def paste_mask_logits(mask_logits: Tensor, boxes: Tensor, size: tuple[int, int],
     x1, y1, x2, y2 = boxes.unbind(1)
     rows = _interpolation_weights(_cell_centres(size[0], stride, device), y1, y2, mask_logits.shape[1])
     cols = _interpolation_weights(_cell_centres(size[1], stride, device), x1, x2, mask_logits.shape[2])
-    pasted = torch.einsum("khm,kmn,kwn->khw", rows, mask_logits.float(), cols)
+    # (rows @ masks) @ cols^T: einsum's own contraction order, without its output copy
+    pasted = torch.bmm(torch.bmm(rows, mask_logits.float()), cols.transpose(1, 2))
     return pasted.to(mask_logits.dtype)
 
 

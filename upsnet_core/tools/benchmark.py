@@ -2,11 +2,15 @@
 
     python -m upsnet_core.tools.benchmark --config CFG --height H --width W --runs N --json OUT
 
-Prints and writes the median milliseconds of each stage (backbone+FPN, RPN, RoI heads,
-semantic head, panoptic head with all post-processing) and of the whole inference,
-with the device used. Without ``--checkpoint`` the weights are random; an untrained
-detector scores below the pasting threshold, so pass ``--score-threshold 0`` to push
-the maximum number of detections through mask pruning and the panoptic head.
+Prints and writes the median milliseconds of each stage and of the whole inference, with
+the device used. JSON: ``stages_ms.{backbone,rpn,roi_heads,semantic_head,
+panoptic_postprocess}`` (backbone + FPN, RPN, RoI heads with pruning and mask logits,
+semantic head, panoptic head with all post-processing) and ``total_ms``, medians;
+``stages_p90_ms`` and ``total_p90_ms``; ``panoptic_share_of_total``. The model runs as
+:class:`~upsnet_core.inference.Predictor` runs it (channels-last weights, inference
+mode). Without ``--checkpoint`` the weights are random; an untrained detector scores
+below the pasting threshold, so pass ``--score-threshold 0`` to push the maximum number
+of detections through mask pruning and the panoptic head.
 """
 from __future__ import annotations
 
@@ -16,40 +20,63 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from ..checkpoint import load_model
 from ..config import load_config
-from ..inference import device_name, resolve_device
+from ..inference import device_name, prepare_for_inference, resolve_device
 from ..modeling import build_upsnet
 from ..profiling import StageTimer
 
-STAGES = ("backbone", "rpn", "roi_heads", "semantic_head", "panoptic_head")
+STAGES = ("backbone", "rpn", "roi_heads", "semantic_head", "panoptic_postprocess")
+
+
+def timed_runs(methods: dict[str, Callable[[StageTimer], Any]], device: torch.device, runs: int,
+               warmup: int) -> dict[str, StageTimer]:
+    """Each ``method(timer)`` called ``warmup + runs`` times, the methods taking turns run
+    by run (a machine that gets busier slows them alike); per method, a timer holding the
+    timed runs' milliseconds per stage it reports and under ``total``."""
+    timers = {name: StageTimer(device) for name in methods}
+    for index in range(warmup + runs):
+        for name, method in methods.items():
+            timer = timers[name]
+            if index == warmup:
+                timer.times.clear()
+            with timer("total"):
+                method(timer)
+    return timers
+
+
+def medians(timer: StageTimer, stages: tuple[str, ...]) -> dict:
+    """``{stages_ms, stages_p90_ms, total_ms, total_p90_ms}`` of a :func:`timed_runs` timer."""
+    def p90(values: list[float]) -> float:
+        return sorted(values)[int(0.9 * (len(values) - 1))]
+    times = timer.times
+    return {"stages_ms": {s: statistics.median(times[s]) for s in stages},
+            "stages_p90_ms": {s: p90(times[s]) for s in stages},
+            "total_ms": statistics.median(times["total"]), "total_p90_ms": p90(times["total"])}
 
 
 def run_benchmark(model, device: torch.device, height: int, width: int, runs: int,
                   warmup: int) -> dict:
     """Median and p90 milliseconds per stage over ``runs`` timed inferences."""
-    model = model.to(device).eval()
+    model = prepare_for_inference(model, device)
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(3, height, width, generator=generator).to(device)
-    timer = StageTimer(device)
     instances = []
-    for index in range(warmup + runs):
-        if index == warmup:
-            timer.times.clear()
-        with timer("total"):
+
+    def predict(timer) -> None:
+        with torch.inference_mode():
             result = model.predict([image], timer=timer)[0]
         instances.append(sum(s["isthing"] for s in result.segments))
-    stages = {}
-    for stage in (*STAGES, "total"):
-        values = timer.times[stage]
-        stages[stage] = {"median_ms": statistics.median(values),
-                         "p90_ms": sorted(values)[int(0.9 * (len(values) - 1))]}
-    post = stages["panoptic_head"]["median_ms"]
-    return {"stages": stages, "panoptic_share_of_total": post / stages["total"]["median_ms"],
-            "instances_per_image": statistics.median(instances[warmup:])}
+
+    report = medians(timed_runs({"upsnet": predict}, device, runs, warmup)["upsnet"], STAGES)
+    report["panoptic_share_of_total"] = (report["stages_ms"]["panoptic_postprocess"]
+                                         / report["total_ms"])
+    report["instances_per_image"] = statistics.median(instances[warmup:])
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     })
     print(f"{report['config']} at {args.height}x{args.width} on {report['device']} "
           f"({args.runs} runs, median instances {report['instances_per_image']}):")
-    for stage, values in report["stages"].items():
-        print(f"  {stage:<14} {values['median_ms']:9.1f} ms (p90 {values['p90_ms']:.1f})")
+    for stage, median in report["stages_ms"].items():
+        print(f"  {stage:<20} {median:9.1f} ms (p90 {report['stages_p90_ms'][stage]:.1f})")
+    print(f"  {'total':<20} {report['total_ms']:9.1f} ms (p90 {report['total_p90_ms']:.1f})")
     print(f"  panoptic head + post-processing: {100 * report['panoptic_share_of_total']:.1f}% of total")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

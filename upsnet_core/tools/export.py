@@ -1,7 +1,10 @@
-"""Turn a training checkpoint into a model file to ship: weights and config only.
+"""Turn a training checkpoint into a model file to ship: weights and config only; or its
+network into ONNX (and a TensorRT engine where ``tensorrt`` imports).
 
     python -m upsnet_core.tools.export --checkpoint outputs/small/best.pt --output models/x.pt \
         [--half] [--input-long-side N] [--inference KEY=VALUE ...]
+    python -m upsnet_core.tools.export --checkpoint models/x.pt --onnx models/x.onnx \
+        [--tensorrt models/x.engine]
 
 The optimizer state and other training bookkeeping are dropped; ``--half`` stores the
 weights as float16 (half the size; they load back into a float32 model);
@@ -9,6 +12,12 @@ weights as float16 (half the size; they load back into a float32 model);
 default (``model.inference.input_long_side``); ``--inference`` sets other fields of
 ``model.inference`` (e.g. the values ``training.tune_inference`` found). Metrics kept by
 the training run under ``extra['metrics']`` are carried over.
+
+``--onnx`` writes the network (backbone, RPN, RoI heads, semantic head; dynamic image
+size, float32) for onnxruntime (``Predictor(backend="onnxruntime")``, node parameter
+``backend: onnxruntime``); the parameter-free panoptic head and post-processing stay in
+PyTorch (see :mod:`upsnet_core.onnx_export`). ``--tensorrt`` builds an fp16 engine from
+it, only where TensorRT is installed (NVIDIA GPU machines).
 """
 from __future__ import annotations
 
@@ -19,6 +28,8 @@ from typing import Any
 
 from ..checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from ..config import parse_setting, with_inference_settings
+from ..onnx_export import export_onnx
+from ..tensorrt_engine import TensorRTUnavailable, build_engine
 
 
 def export(checkpoint: Path, output: Path, half: bool,
@@ -31,10 +42,17 @@ def export(checkpoint: Path, output: Path, half: bool,
     return save_checkpoint(output, model, config, {"metrics": metrics} if metrics else None, half=half)
 
 
+def _wrote(path: Path) -> None:
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--output", type=Path, help="shipped model file (.pt)")
+    parser.add_argument("--onnx", type=Path, help="write the network as ONNX to this file")
+    parser.add_argument("--tensorrt", type=Path,
+                        help="also build a TensorRT engine from the ONNX file (needs tensorrt)")
     parser.add_argument("--half", action="store_true", help="store weights as float16")
     parser.add_argument("--input-long-side", type=int, default=None,
                         help="network input long side stored for predict and the node "
@@ -42,15 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference", nargs="+", default=[], metavar="KEY=VALUE",
                         help="set model.inference fields, e.g. stuff_area=512 score_threshold=0.4")
     args = parser.parse_args(argv)
+    if not (args.output or args.onnx):
+        parser.error("give --output (model file) and/or --onnx (network as ONNX)")
+    if args.tensorrt and not args.onnx:
+        parser.error("--tensorrt builds from the ONNX file: give --onnx too")
     try:
-        inference = dict(parse_setting(text) for text in args.inference)
-        if args.input_long_side is not None:
-            inference["input_long_side"] = args.input_long_side
-        path = export(args.checkpoint, args.output, args.half, inference)
-    except (CheckpointError, ValueError) as error:
+        if args.output:
+            inference = dict(parse_setting(text) for text in args.inference)
+            if args.input_long_side is not None:
+                inference["input_long_side"] = args.input_long_side
+            _wrote(export(args.checkpoint, args.output, args.half, inference))
+        if args.onnx:
+            _wrote(export_onnx(load_model(args.checkpoint)[0], args.onnx))
+        if args.tensorrt:
+            _wrote(build_engine(args.onnx, args.tensorrt))
+    except (CheckpointError, ValueError, TypeError, TensorRTUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
