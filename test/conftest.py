@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from upsnet_core.config import UPSNetConfig, load_config
+from upsnet_core.checkpoint import save_checkpoint
+from upsnet_core.config import UPSNetConfig, load_config, with_inference_settings
+from upsnet_core.modeling import build_upsnet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -15,6 +17,17 @@ CONFIG_DIR = ROOT / "config"
 @pytest.fixture(scope="session")
 def small_config() -> UPSNetConfig:
     return load_config(CONFIG_DIR / "upsnet_small.yaml")
+
+
+@pytest.fixture(scope="session")
+def node_checkpoint(small_config, tmp_path_factory) -> Path:
+    """A random-weight small checkpoint for node tests, segmenting at long side 256."""
+    # The node tests' frames are at most 96x128: the shipped long side (512) would only
+    # upsample them 4x and slow every test; 256 keeps a network input larger than the frames.
+    config = with_inference_settings(small_config, {"input_long_side": 256})
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("node") / "small.pt", build_upsnet(config),
+                           config)
 
 
 def box_target(height: int, width: int, boxes: list[list[int]], labels: list[int],

@@ -108,13 +108,15 @@ class NewestFrameWorker:
         if replaced is not None:
             self._on_drop(replaced)
 
-    def stop(self) -> None:
-        """Finish the frame in progress, discard a waiting one and end the thread."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Discard a waiting frame and end the thread once the frame in progress is done;
+        wait at most ``timeout`` seconds (None: until it is). Whether the thread ended."""
         with self._condition:
             self._running = False
             self._pending = None
             self._condition.notify()
-        self._thread.join()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _next(self) -> Any:
         with self._condition:

@@ -20,6 +20,17 @@ class NodeProcess:
         self.process = subprocess.Popen([*command, "--ros-args", *ros_args], stdout=self._log,
                                         stderr=subprocess.STDOUT, env=env or os.environ.copy())
 
+    @classmethod
+    def with_parameters(cls, command: list[str], namespace: str, log_path: Path,
+                        params_file: Path | None = None, **params: object) -> "NodeProcess":
+        """The node in ``namespace`` with ``params_file`` and ``-p key:=value`` overrides."""
+        ros_args = ["-r", f"__ns:={namespace}"]
+        if params_file is not None:
+            ros_args += ["--params-file", str(params_file)]
+        for key, value in params.items():
+            ros_args += ["-p", f"{key}:={value}"]
+        return cls(command, ros_args, log_path)
+
     @staticmethod
     def module_command() -> list[str]:
         """``python -m upsnet_ros.node`` with this interpreter."""
