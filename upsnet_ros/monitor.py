@@ -60,6 +60,7 @@ class FrameStats:
         figures = {"input_rate_hz": f"{self.input_rate():.2f}",
                    "inference_ms_p50": f"{self.inference_ms(50):.1f}",
                    "inference_ms_p95": f"{self.inference_ms(95):.1f}",
+                   "inference_ms_p99": f"{self.inference_ms(99):.1f}",
                    "frames_received": self.received, "frames_processed": self.processed,
                    "frames_dropped": self.dropped, "frames_rejected": self.rejected,
                    "last_rejection": self.last_rejection}

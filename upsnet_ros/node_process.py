@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+PACKAGE = "upsnet_ros"
+
 
 class NodeProcess:
     """The node started from ``command`` (e.g. the installed executable) with ROS arguments;
@@ -35,6 +37,19 @@ class NodeProcess:
     def module_command() -> list[str]:
         """``python -m upsnet_ros.node`` with this interpreter."""
         return [sys.executable, "-m", "upsnet_ros.node"]
+
+    @staticmethod
+    def installed_command() -> list[str]:
+        """The installed ``upsnet_node`` executable (what ros2 run and the launch files
+        start), else :meth:`module_command`."""
+        try:
+            from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+            executable = Path(get_package_prefix(PACKAGE)) / "lib" / PACKAGE / "upsnet_node"
+            if os.access(executable, os.X_OK):
+                return [str(executable)]
+        except (ImportError, PackageNotFoundError, ValueError):
+            pass
+        return NodeProcess.module_command()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

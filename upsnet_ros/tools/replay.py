@@ -142,7 +142,7 @@ class Replayer:
         stats = ReplayStats()
         started = time.monotonic()
         with open_reader(bag) as reader:
-            total = sum(c.msgcount for c in reader.connections if c.topic == self.image_topic)
+            total = reader.count(self.image_topic)
             first_stamp = None
             bar = tqdm(total=total, desc="replay", unit="frame", disable=not progress)
             for _, data, _ in iter_raw(reader, self.image_topic):

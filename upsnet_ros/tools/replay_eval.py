@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from upsnet_core.rosbag_io import BagError, open_reader, open_writer, topics
+from upsnet_ros.node_process import NodeProcess
 from upsnet_ros.tools.bag_evaluation import Evaluation, evaluate_bags, index_input_bag
 from upsnet_ros.tools.report import summary, write_report
 
@@ -87,20 +88,6 @@ def params_file(args: argparse.Namespace) -> Path:
     return args.params or share_file("config/upsnet.yaml")
 
 
-def node_command() -> list[str]:
-    """The installed ``upsnet_node`` executable (what ros2 run and the launch files start),
-    else ``python -m upsnet_ros.node``."""
-    from upsnet_ros.node_process import NodeProcess
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-        executable = Path(get_package_prefix(PACKAGE)) / "lib" / PACKAGE / "upsnet_node"
-        if os.access(executable, os.X_OK):
-            return [str(executable)]
-    except (ImportError, PackageNotFoundError, ValueError):
-        pass
-    return NodeProcess.module_command()
-
-
 def node_arguments(args: argparse.Namespace, image_topic: str) -> list[str]:
     """ROS arguments of the node: namespace, params file, autostart, checkpoint, and the
     camera topic remapped as the launch file does (``image`` and ``image/compressed``)."""
@@ -121,7 +108,6 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
     settings and figures for the report."""
     import rclpy
 
-    from upsnet_ros.node_process import NodeProcess
     from upsnet_ros.tools.replay import Replayer
 
     index = index_input_bag(args.bag, args.image_topic)  # fails fast on a bad input bag
@@ -129,8 +115,8 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
         msgtype = topics(reader)[index.image_topic]
     process = None
     if not args.running_node:
-        process = NodeProcess(node_command(), node_arguments(args, index.image_topic),
-                              args.out / "node.log")
+        process = NodeProcess(NodeProcess.installed_command(),
+                              node_arguments(args, index.image_topic), args.out / "node.log")
     rclpy.init()
     try:
         with open_writer(predictions_bag) as writer:
@@ -147,7 +133,7 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
     return {"rate": "max" if args.rate is None else args.rate, "namespace": args.namespace,
             "checkpoint": args.checkpoint or "(node default)",
             "params": None if args.running_node else str(params_file(args)),
-            "node": "running" if args.running_node else " ".join(node_command()),
+            "node": "running" if args.running_node else " ".join(NodeProcess.installed_command()),
             "node_log": None if process is None else str(process.log_path),
             "node_exit_code": exit_code, "published": stats.published,
             "seconds": stats.seconds, "timed_out": len(stats.timed_out),
