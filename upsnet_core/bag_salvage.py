@@ -251,29 +251,32 @@ def _chunk(buffer: Buffer, body: int, end: int, complete: bool, where: str,
 
 
 # ---------------------------------------------------------------- SQLite
-def _readable_copy(file: Path, folder: Path) -> tuple[Path, int]:
+def _readable_copy(file: Path, folder: Path) -> tuple[Path, str]:
     """A copy of an SQLite file cut to whole pages, its header's page count set to them;
-    and the number of bytes of a partial last page that were dropped."""
+    and how the file was cut off ('' when it holds every page its header lists)."""
     copy = folder / file.name
     shutil.copyfile(file, copy)
     with open(copy, "r+b") as stream:
         header = stream.read(100)
         (page_size,) = struct.unpack_from(">H", header, 16)
+        (listed,) = struct.unpack_from(">I", header, 28)
         page_size = 65536 if page_size == 1 else page_size
         size = copy.stat().st_size
         stream.truncate(size - size % page_size)
         stream.seek(28)
         stream.write(struct.pack(">I", size // page_size))
-    return copy, size % page_size
+    if size % page_size or listed > size // page_size:
+        return copy, (f"{file.name} is cut off at byte {size}: {size // page_size} whole pages "
+                      f"of the {listed} its header lists")
+    return copy, ""
 
 
 def _read_sqlite(file: Path, result: Salvage) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bag_salvage_"))
     result._closers.append(lambda: shutil.rmtree(folder, ignore_errors=True))
-    copy, partial = _readable_copy(file, folder)
-    if partial:
-        result.damage.append(f"{file.name} is cut off at byte {file.stat().st_size}, inside "
-                             f"a page ({partial} bytes of it dropped)")
+    copy, cut = _readable_copy(file, folder)
+    if cut:
+        result.damage.append(cut)
     connection = sqlite3.connect(f"file:{copy}?mode=ro&immutable=1", uri=True)
     result._closers.append(connection.close)
     result._sqlite = connection

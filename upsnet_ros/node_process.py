@@ -13,14 +13,31 @@ PACKAGE = "upsnet_ros"
 
 class NodeProcess:
     """The node started from ``command`` (e.g. the installed executable) with ROS arguments;
-    its output goes to ``log_path``. Stop with :meth:`stop` (SIGINT, as ros2 launch does)."""
+    its output goes to ``log_path``. Stop with :meth:`stop` (SIGINT, as ros2 launch does);
+    :meth:`restart` starts it again after it died, as a launch file's ``respawn`` does."""
 
     def __init__(self, command: list[str], ros_args: list[str], log_path: Path,
                  env: dict[str, str] | None = None):
         self.log_path = log_path
+        self.restarts = 0
+        self._argv = [*command, "--ros-args", *ros_args]
+        self._env = env or os.environ.copy()
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([*command, "--ros-args", *ros_args], stdout=self._log,
-                                        stderr=subprocess.STDOUT, env=env or os.environ.copy())
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen(self._argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                env=self._env)
+
+    def restart(self) -> int:
+        """Start the node again once its process ended (its log goes on in the same file);
+        the exit status of the process that ended."""
+        code = self.process.wait()
+        self._log.write(f"\n[node_process] the node exited with status {code}; restarting\n")
+        self._log.flush()
+        self.restarts += 1
+        self.process = self._start()
+        return code
 
     @classmethod
     def with_parameters(cls, command: list[str], namespace: str, log_path: Path,

@@ -124,7 +124,8 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
             try:
                 replayer.wait_for_node(args.startup_timeout, process)
                 stats = replayer.run(args.bag, args.rate, args.frame_timeout,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, process=process,
+                                     startup_timeout=args.startup_timeout)
             finally:
                 replayer.destroy()
     finally:
@@ -137,6 +138,7 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
             "node_log": None if process is None else str(process.log_path),
             "node_exit_code": exit_code, "published": stats.published,
             "seconds": stats.seconds, "timed_out": len(stats.timed_out),
+            "node_restarts": len(stats.node_deaths), "node_death_exit_codes": stats.node_deaths,
             "fastdds_builtin_transports": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")}
 
 
@@ -168,6 +170,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"replay_eval: {error}", file=sys.stderr)
         return 2
     print(summary(evaluation.report))
+    for bag, problems in evaluation.report["bag_problems"].items():
+        if problems:
+            print(f"replay_eval: {bag.replace('_', ' ')} is damaged: {len(problems)} problems "
+                  "(damage, messages skipped with topic and stamp; all in report.json "
+                  "bag_problems):\n  " + "\n  ".join(problems[:10]), file=sys.stderr)
     print(f"report: {args.out / 'report.md'} ({args.out / 'report.json'}, plots in {args.out})")
     return 0
 
