@@ -120,9 +120,9 @@ def test_a_bag_cut_mid_write_is_evaluated_on_its_intact_frames(bag, env, node_ch
 def test_a_bag_with_nothing_usable_left_fails_with_a_clear_message(bag, tmp_path, capsys):
     cut = shutil.copytree(bag, tmp_path / "cut")
     (data,) = cut.glob("*.mcap")
-    data.write_bytes(data.read_bytes()[:30_000])  # header, schemas, channels: no frame
+    data.write_bytes(data.read_bytes()[:30_000])  # the first image, no ground truth
     assert replay_eval.main(["--bag", str(cut), "--out", str(tmp_path / "out"),
                              "--no-progress"]) == 2
     error = capsys.readouterr().err
-    assert f"bag {cut}: nothing to evaluate: 0 images" in error, error
+    assert f"bag {cut}: nothing to evaluate: 1 images and 0 ground-truth label images" in error
     assert "the bag is damaged" in error and "cut off at byte" in error

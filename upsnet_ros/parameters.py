@@ -1,11 +1,14 @@
 """The parameters of ``upsnet_node``: one table of defaults, descriptions and valid values,
 and their declaration with the same refusal at start-up as at run time.
 
-Every parameter is statically typed by its default (ROS 2 refuses a value of another
-type, with a reason naming both types); :func:`parameter_error` adds the ranges and
-choices. A value that is refused is never applied and the parameter keeps its previous
-value, whether it comes from ``ros2 param set`` (the reason goes back to the caller) or
-from the params file at start-up.
+Every parameter has the type of its default and :func:`parameter_error` checks it along
+with the ranges and choices. The parameters are declared with ROS 2's dynamic typing so
+that this one check runs for every value: rclpy's own type check would refuse first, with
+a reason that names neither the parameter nor the types (``Wrong parameter type, expected
+'4' got '2'``). A value that is refused is never applied and the parameter keeps its
+previous value, whether it comes from ``ros2 param set`` (the reason goes back to the
+caller) or from the params file at start-up. As in ROS 2, an integer is no double
+(``diagnostics_period: 2`` is refused; write ``2.0``).
 
 At start-up the previous value is the default: :func:`declare_parameters` declares a
 refused parameter with its default and returns the reasons, which the node logs as
@@ -94,15 +97,19 @@ PARAMETERS: dict[str, ParameterSpec] = {
 }
 
 
+ROS_TYPES = {str: "string", int: "integer", float: "double", bool: "bool"}
+
+
 def parameter_error(name: str, value: Any) -> str:
     """Why ``value`` is not valid for parameter ``name`` ('' when it is, or when ``name``
-    is not one of :data:`PARAMETERS`). The type is checked too (ROS 2 already refuses
-    other types of declared parameters; this serves callers outside ROS)."""
+    is not one of :data:`PARAMETERS`): its type, then its range or choices."""
     spec = PARAMETERS.get(name)
     if spec is None:
         return ""
-    if type(value) is not type(spec.default):  # as ROS 2: an int is no float, a bool no int
-        return f"{name} must be a {type(spec.default).__name__}, got {value!r}"
+    expected = type(spec.default)
+    if type(value) is not expected:  # as ROS 2: an int is no float, a bool no int
+        return (f"{name} must be of type {ROS_TYPES[expected]}, got {value!r} "
+                f"({ROS_TYPES.get(type(value), type(value).__name__)})")
     if not spec.valid(value):
         return f"{name} must be {spec.expected}, got {value!r}"
     return ""
@@ -110,15 +117,17 @@ def parameter_error(name: str, value: Any) -> str:
 
 def declare_parameters(node: Node) -> list[str]:
     """Declare every parameter of :data:`PARAMETERS` on ``node`` with its override (params
-    file, ``-p``); an override of the wrong type, or one refused by the node's
-    set-parameters callbacks (which must be added before), is replaced by the default.
+    file, ``-p``); an override refused by the node's set-parameters callback (which must be
+    added before, and check :func:`parameter_error`) is replaced by the default.
 
     Returns:
         one reason per refused override, naming the parameter, the value and the default.
     """
     refused = []
     for name, spec in PARAMETERS.items():
-        descriptor = ParameterDescriptor(description=spec.description)
+        descriptor = ParameterDescriptor(
+            description=f"{spec.description} [{ROS_TYPES[type(spec.default)]}]",
+            dynamic_typing=True)
         try:
             node.declare_parameter(name, spec.default, descriptor)
         except (InvalidParameterTypeException, InvalidParameterValueException) as error:
