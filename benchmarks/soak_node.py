@@ -45,7 +45,8 @@ from std_msgs.msg import Header
 from upsnet_core.rosbag_io import cdr_stamp_ns
 from upsnet_ros.conversions import array_to_image
 from upsnet_ros.node_process import NodeProcess
-from upsnet_ros.testing import NODE_NAME, malformed_frames, process_rss_mb, process_threads
+from upsnet_ros.testing import (NODE_NAME, malformed_frames, process_rss_mb, process_threads,
+                                spin_until)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = 50
@@ -126,12 +127,7 @@ class Driver:
         self.publisher.publish(msg)
 
     def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            self.executor.spin_once(timeout_sec=0.005)
-        return True
+        return spin_until(self.executor, predicate, timeout, period=0.005)
 
     def counts(self) -> dict[str, int]:
         return {key: int(self.diagnostics.get(key, 0)) for key in COUNTS}

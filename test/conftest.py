@@ -1,6 +1,7 @@
 """Shared fixtures: small model configs and hand-made training targets."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,26 @@ CONFIG_DIR = ROOT / "config"
 @pytest.fixture(scope="session")
 def small_config() -> UPSNetConfig:
     return load_config(CONFIG_DIR / "upsnet_small.yaml")
+
+
+@pytest.fixture(scope="module")
+def ros_context():
+    """rclpy initialised for one test module, in a ROS_DOMAIN_ID of this session's own
+    (from the pid), so that parallel sessions on one machine do not see each other; node
+    processes the module starts inherit it."""
+    rclpy = pytest.importorskip("rclpy")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
+        rclpy.init()
+        yield
+        rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ros_env() -> dict[str, str]:
+    """The environment of ROS processes a test starts as subprocesses (tools, benchmarks):
+    a domain of this session's own, another than :func:`ros_context`'s."""
+    return {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 100) % 200)}
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ one machine do not see each other.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -32,13 +31,7 @@ TOPICS = ["panoptic/labels", "panoptic/semantic", "panoptic/instances", "panopti
 TIMEOUT = 60.0  # generous: CI machines may be busy; the tests normally take seconds
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_context():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
-        rclpy.init()
-        yield
-        rclpy.shutdown()
+pytestmark = pytest.mark.usefixtures("ros_context")
 
 
 def start_node(command: list[str], namespace: str, log: Path, **params) -> NodeProcess:

@@ -7,7 +7,6 @@ real rclpy + Fast DDS, with a ROS_DOMAIN_ID of this session's own.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -46,13 +45,7 @@ CASES: dict[str, tuple[object, object]] = {
 OUT_OF_RANGE = {k: v for k, (_, v) in CASES.items() if v is not KEEP}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_context():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() + 150) % 200))
-        rclpy.init()
-        yield
-        rclpy.shutdown()
+pytestmark = pytest.mark.usefixtures("ros_context")
 
 
 def params_file(path: Path, values: dict[str, object]) -> Path:

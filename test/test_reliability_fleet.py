@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from training.fleet.dataset import FleetDataset
-from training.fleet.ingest import ingest
 from training.fleet.settings import load_fleet_settings
 from training.fleet.simulate import simulate_robot
 from upsnet_core import rosbag_io

@@ -7,9 +7,7 @@ ROS_DOMAIN_ID (from the pid), so parallel sessions on one machine do not see eac
 """
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,13 +27,7 @@ TIMEOUT = 60.0
 _STAMPS = iter(range(1, 10**9))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_context():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
-        rclpy.init()
-        yield
-        rclpy.shutdown()
+pytestmark = pytest.mark.usefixtures("ros_context")
 
 
 def image(height: int, width: int):

@@ -27,11 +27,6 @@ TIMEOUT = 600  # generous: the node loads torch and the model on a busy 2-core m
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
-    return {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 100) % 200)}
-
-
-@pytest.fixture(scope="module")
 def bag(tmp_path_factory) -> Path:
     """30 frames of 64x128 at 10 Hz (mcap): more than the node keeps up with."""
     root = tmp_path_factory.mktemp("replay_faults")
@@ -64,13 +59,13 @@ def wait_for(predicate, timeout: float) -> bool:
 
 
 def test_node_killed_mid_replay_is_restarted_and_lost_frames_count_as_dropped(
-        bag, env, node_checkpoint, tmp_path):
+        bag, ros_env, node_checkpoint, tmp_path):
     out, namespace = tmp_path / "report", "/replay_kill"
     tool = subprocess.Popen(
         [sys.executable, "-m", "upsnet_ros.tools.replay_eval", "--bag", str(bag), "--out",
          str(out), "--rate", "1.0", "--checkpoint", str(node_checkpoint), "--namespace",
          namespace, "--frame-timeout", "30", "--no-progress"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         log = out / "node.log"
         assert wait_for(lambda: log.is_file() and "active:" in log.read_text(), TIMEOUT)
@@ -93,7 +88,7 @@ def test_node_killed_mid_replay_is_restarted_and_lost_frames_count_as_dropped(
     assert log.read_text().count("active:") == 2
 
 
-def test_a_bag_cut_mid_write_is_evaluated_on_its_intact_frames(bag, env, node_checkpoint,
+def test_a_bag_cut_mid_write_is_evaluated_on_its_intact_frames(bag, ros_env, node_checkpoint,
                                                                tmp_path):
     cut = shutil.copytree(bag, tmp_path / "cut")
     (data,) = cut.glob("*.mcap")
@@ -104,7 +99,7 @@ def test_a_bag_cut_mid_write_is_evaluated_on_its_intact_frames(bag, env, node_ch
         [sys.executable, "-m", "upsnet_ros.tools.replay_eval", "--bag", str(cut), "--out",
          str(out), "--rate", "max", "--checkpoint", str(node_checkpoint), "--namespace",
          "/replay_cut", "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((out / "report.json").read_text())
     frames, problems = report["frames"], report["bag_problems"]["input_bag"]

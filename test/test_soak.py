@@ -5,7 +5,6 @@ malformed ones. The RSS and latency figures are printed, not asserted (see READM
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,11 @@ pytest.importorskip("rclpy")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_twenty_second_soak(tmp_path):
-    env = {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 25) % 200)}
+def test_twenty_second_soak(tmp_path, ros_env):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "soak_node.py"), "--duration", "20",
          "--warmup", "5", "--out", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "soak.json").read_text())
     frames = summary["frames"]

@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import GetParameters, SetParameters
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -74,6 +74,18 @@ def process_rss_mb(pid: int) -> float:
     raise ValueError(f"no VmRSS for process {pid}")
 
 
+def spin_until(executor: Executor, predicate: Callable[[], bool], timeout: float,
+               period: float = 0.05) -> bool:
+    """Spin ``executor`` (at most ``period`` seconds a wait) until ``predicate()`` holds;
+    False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        executor.spin_once(timeout_sec=period)
+    return True
+
+
 def stamp_key(msg: Any) -> tuple[int, int]:
     """(sec, nanosec) of a message's header stamp."""
     return msg.header.stamp.sec, msg.header.stamp.nanosec
@@ -112,12 +124,7 @@ class Probe:
 
     def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Spin until ``predicate()`` holds; False after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            self.executor.spin_once(timeout_sec=0.05)
-        return True
+        return spin_until(self.executor, predicate, timeout)
 
     def publish(self, msg: Image | CompressedImage) -> None:
         publisher = self.compressed_publisher if isinstance(msg, CompressedImage) else self.image_publisher
