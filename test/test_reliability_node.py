@@ -7,9 +7,11 @@ ROS_DOMAIN_ID (from the pid), so parallel sessions on one machine do not see eac
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -39,26 +41,32 @@ def image(height: int, width: int):
     return array_to_image(pixels, "rgb8", header)
 
 
-def start(namespace: str, log: Path, checkpoint: Path, **params) -> tuple[NodeProcess, Probe]:
-    """An autostarted node (module command) and a probe, once the node subscribed."""
+@contextlib.contextmanager
+def running(namespace: str, log: Path, checkpoint: Path,
+            **params) -> Iterator[tuple[NodeProcess, Probe]]:
+    """An autostarted node (module command) and a probe, once the node subscribed; both
+    are stopped on leaving, whatever happened."""
     node = NodeProcess.with_parameters(
         NodeProcess.module_command(), namespace, log, PARAMS_FILE, checkpoint=checkpoint,
         device="cpu", autostart="true", diagnostics_period=0.2,
         **{"qos.reliability": "reliable", **params})
     probe = Probe(namespace, topics=["panoptic/labels"])
-    active = probe.spin_until(lambda: probe.image_publisher.get_subscription_count() > 0,
-                              TIMEOUT)
-    assert active, f"node did not become active:\n{node.log()}"
-    return node, probe
+    try:
+        active = probe.spin_until(lambda: probe.image_publisher.get_subscription_count() > 0,
+                                  TIMEOUT)
+        assert active, f"node did not become active:\n{node.log()}"
+        yield node, probe
+    finally:
+        probe.destroy()
+        node.stop()
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_node_exits_within_two_seconds_while_a_frame_is_segmented(node_checkpoint, tmp_path,
                                                                   signal_number):
     # input_long_side 0: the 1024x2048 frame is segmented at full size (seconds on a CPU).
-    node, probe = start(f"/stop_{signal_number}", tmp_path / "node.log", node_checkpoint,
-                        input_long_side=0)
-    try:
+    with running(f"/stop_{signal_number}", tmp_path / "node.log", node_checkpoint,
+                 input_long_side=0) as (node, probe):
         probe.publish(image(1024, 2048))
         received = probe.wait_for_diagnostics(
             lambda d: int(d.get("frames_received", 0)) >= 1, TIMEOUT)
@@ -69,9 +77,6 @@ def test_node_exits_within_two_seconds_while_a_frame_is_segmented(node_checkpoin
         node.process.send_signal(signal_number)
         code = node.process.wait(10.0)
         elapsed = time.monotonic() - signalled
-    finally:
-        probe.destroy()
-        node.stop()
     log = node.log()
     assert elapsed < 2.0, f"exit took {elapsed:.2f} s\n{log}"
     assert code == 0, log
@@ -79,15 +84,14 @@ def test_node_exits_within_two_seconds_while_a_frame_is_segmented(node_checkpoin
 
 
 def test_deactivate_activate_cycles_under_30_hz_leak_nothing(node_checkpoint, tmp_path):
-    node, probe = start("/cycles", tmp_path / "node.log", node_checkpoint)
     labels = "/cycles/panoptic/labels"
     published = []
+    with running("/cycles", tmp_path / "node.log", node_checkpoint) as (node, probe):
+        def publish() -> None:
+            published.append(image(48, 64))
+            probe.publish(published[-1])
+        probe.node.create_timer(1 / 30, publish)  # runs whenever the probe spins
 
-    def publish() -> None:
-        published.append(image(48, 64))
-        probe.publish(published[-1])
-    timer = probe.node.create_timer(1 / 30, publish)  # runs whenever the probe spins
-    try:
         def graph(active: bool) -> bool:
             count = 1 if active else 0
             return (probe.image_publisher.get_subscription_count() == count
@@ -104,10 +108,7 @@ def test_deactivate_activate_cycles_under_30_hz_leak_nothing(node_checkpoint, tm
             assert probe.spin_until(lambda: len(probe.received["panoptic/labels"]) > outputs,
                                     TIMEOUT), node.log()
             threads.append(process_threads(node.process.pid))
-    finally:
-        probe.node.destroy_timer(timer)
-        probe.destroy()
-        code = node.stop()
+    code = node.process.returncode
     assert code == 0 and "Traceback" not in node.log(), node.log()
     assert len(published) > 30
     # The first cycle may start threads that live on (DDS, torch); later ones add none.

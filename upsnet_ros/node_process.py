@@ -19,7 +19,6 @@ class NodeProcess:
     def __init__(self, command: list[str], ros_args: list[str], log_path: Path,
                  env: dict[str, str] | None = None):
         self.log_path = log_path
-        self.restarts = 0
         self._argv = [*command, "--ros-args", *ros_args]
         self._env = env or os.environ.copy()
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -35,7 +34,6 @@ class NodeProcess:
         code = self.process.wait()
         self._log.write(f"\n[node_process] the node exited with status {code}; restarting\n")
         self._log.flush()
-        self.restarts += 1
         self.process = self._start()
         return code
 

@@ -7,7 +7,8 @@ next to each image as published (log time = publish time), so that the output ba
 gives the latency. ``rate``: a factor on the bag's timing, or ``None`` for as fast as the
 node keeps up: each frame is published when the outputs of the previous one arrived (or
 ``frame_timeout`` passed: that frame counts as dropped), so that it measures throughput,
-not drops.
+not drops. A node process started by the caller that dies is restarted (at most
+:data:`MAX_RESTARTS` times) before the next frame; the frames it had are lost (dropped).
 """
 from __future__ import annotations
 

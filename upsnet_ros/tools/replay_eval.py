@@ -16,7 +16,10 @@ p50/p90/p99/max, frames processed and dropped, unmatched frames listed. It write
 ``DIR/report.json``, ``DIR/report.md`` and PNG plots, and prints a summary.
 ``--predictions-bag`` evaluates an already recorded output bag the same way, with no node.
 Every ROS process must use the same ``FASTDDS_BUILTIN_TRANSPORTS`` (``scripts/env.sh`` sets
-``LARGE_DATA``). Exit status: 0, or 2 with a message naming the bag, topic or stamp.
+``LARGE_DATA``). A damaged input bag (cut off mid-write, corrupt messages) is replayed and
+evaluated on its intact frames; what was skipped is printed and listed in ``bag_problems``.
+A node started here that dies is restarted (its lost frames count as dropped). Exit status:
+0, or 2 with a message naming the bag, topic or stamp (also when nothing usable is left).
 """
 from __future__ import annotations
 
