@@ -288,17 +288,17 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 1
         samples, frames = drive(args, driver, node)
         crashed = node.process.poll() is not None
-    finally:
+        summary = summarize(args, samples, frames.sent, frames.malformed, crashed, node.stop())
+        (args.out / "soak.json").write_text(json.dumps(summary, indent=1))
+        plot(samples, args.out / "soak.png")
+        print_summary(summary)
+        print(f"written: {args.out / 'soak.json'}, {args.out / 'soak.png'}, node log "
+              f"{args.out / 'node.log'}", flush=True)
+        return 0 if summary["ok"] else 1
+    finally:  # the figures are out before the DDS participant is destroyed
+        node.stop()
         driver.node.destroy_node()
         rclpy.try_shutdown()
-        exit_code = node.stop()
-    summary = summarize(args, samples, frames.sent, frames.malformed, crashed, exit_code)
-    (args.out / "soak.json").write_text(json.dumps(summary, indent=1))
-    plot(samples, args.out / "soak.png")
-    print_summary(summary)
-    print(f"written: {args.out / 'soak.json'}, {args.out / 'soak.png'}, node log "
-          f"{args.out / 'node.log'}")
-    return 0 if summary["ok"] else 1
 
 
 if __name__ == "__main__":

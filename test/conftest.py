@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,14 @@ def ros_context():
 
 
 @pytest.fixture(scope="module")
-def ros_env() -> dict[str, str]:
-    """The environment of ROS processes a test starts as subprocesses (tools, benchmarks):
-    a domain of this session's own, another than :func:`ros_context`'s."""
-    return {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 100) % 200)}
+def ros_env(request) -> dict[str, str]:
+    """The environment of ROS processes a test module starts as subprocesses (tools,
+    benchmarks): a domain of this session and module of its own, another than
+    :func:`ros_context`'s. Per module, because a process killed with SIGKILL (as the fault
+    tests do) leaves Fast DDS shared-memory ports behind that can stall discovery in its
+    domain for later processes."""
+    module = zlib.crc32(request.module.__name__.encode()) % 50
+    return {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 100 + module) % 200)}
 
 
 @pytest.fixture(scope="session")
