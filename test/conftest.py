@@ -1,12 +1,16 @@
 """Shared fixtures: small model configs and hand-made training targets."""
 from __future__ import annotations
 
+import os
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
 
-from upsnet_core.config import UPSNetConfig, load_config
+from upsnet_core.checkpoint import save_checkpoint
+from upsnet_core.config import UPSNetConfig, load_config, with_inference_settings
+from upsnet_core.modeling import build_upsnet
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -15,6 +19,41 @@ CONFIG_DIR = ROOT / "config"
 @pytest.fixture(scope="session")
 def small_config() -> UPSNetConfig:
     return load_config(CONFIG_DIR / "upsnet_small.yaml")
+
+
+@pytest.fixture(scope="module")
+def ros_context():
+    """rclpy initialised for one test module, in a ROS_DOMAIN_ID of this session's own
+    (from the pid), so that parallel sessions on one machine do not see each other; node
+    processes the module starts inherit it."""
+    rclpy = pytest.importorskip("rclpy")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
+        rclpy.init()
+        yield
+        rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ros_env(request) -> dict[str, str]:
+    """The environment of ROS processes a test module starts as subprocesses (tools,
+    benchmarks): a domain of this session and module of its own, another than
+    :func:`ros_context`'s. Per module, because a process killed with SIGKILL (as the fault
+    tests do) leaves Fast DDS shared-memory ports behind that can stall discovery in its
+    domain for later processes."""
+    module = zlib.crc32(request.module.__name__.encode()) % 50
+    return {**os.environ, "ROS_DOMAIN_ID": str(1 + (os.getpid() + 100 + module) % 200)}
+
+
+@pytest.fixture(scope="session")
+def node_checkpoint(small_config, tmp_path_factory) -> Path:
+    """A random-weight small checkpoint for node tests, segmenting at long side 256."""
+    # The node tests' frames are at most 96x128: the shipped long side (512) would only
+    # upsample them 4x and slow every test; 256 keeps a network input larger than the frames.
+    config = with_inference_settings(small_config, {"input_long_side": 256})
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("node") / "small.pt", build_upsnet(config),
+                           config)
 
 
 def box_target(height: int, width: int, boxes: list[list[int]], labels: list[int],

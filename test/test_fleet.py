@@ -45,7 +45,7 @@ def bags(tmp_path_factory) -> Path:
                    storage="sqlite3", compressed=True)
     broken = shutil.copytree(root / "alpha" / "bag_0", root / "alpha" / "bag_broken")
     data = next(broken.glob("*.mcap"))
-    data.write_bytes(data.read_bytes()[:len(data.read_bytes()) // 2])
+    data.write_bytes(data.read_bytes()[:100])  # nothing usable left (see test_reliability_fleet)
     return root
 
 

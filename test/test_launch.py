@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from upsnet_ros.node import PARAMETERS
+from upsnet_ros.parameters import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "upsnet.launch.py"

@@ -7,25 +7,21 @@ one machine do not see each other.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 rclpy = pytest.importorskip("rclpy")
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from upsnet_core.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, save_checkpoint  # noqa: E402
-from upsnet_core.config import with_inference_settings  # noqa: E402
-from upsnet_core.modeling import build_upsnet  # noqa: E402
+from upsnet_core.checkpoint import DEFAULT_CHECKPOINT, CheckpointError  # noqa: E402
 from upsnet_ros.conversions import array_to_image  # noqa: E402
 from upsnet_ros.node import DEFAULT_MODEL, resolve_checkpoint  # noqa: E402
 from upsnet_ros.node_process import NodeProcess  # noqa: E402
-from upsnet_ros.testing import Probe  # noqa: E402
+from upsnet_ros.testing import Probe, malformed_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = ROOT / "config" / "upsnet.yaml"
@@ -35,37 +31,18 @@ TOPICS = ["panoptic/labels", "panoptic/semantic", "panoptic/instances", "panopti
 TIMEOUT = 60.0  # generous: CI machines may be busy; the tests normally take seconds
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros_context():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
-        rclpy.init()
-        yield
-        rclpy.shutdown()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(small_config, tmp_path_factory) -> Path:
-    # The frames here are at most 96x128: the shipped long side (512) would only upsample
-    # them 4x and slow every test; 256 keeps a network input larger than the frames.
-    config = with_inference_settings(small_config, {"input_long_side": 256})
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("node") / "small.pt", build_upsnet(config),
-                           config)
+pytestmark = pytest.mark.usefixtures("ros_context")
 
 
 def start_node(command: list[str], namespace: str, log: Path, **params) -> NodeProcess:
-    args = ["-r", f"__ns:={namespace}", "--params-file", str(PARAMS_FILE)]
-    for key, value in params.items():
-        args += ["-p", f"{key}:={value}"]
-    return NodeProcess(command, args, log)
+    return NodeProcess.with_parameters(command, namespace, log, PARAMS_FILE, **params)
 
 
 @pytest.fixture(scope="module")
-def active(checkpoint, tmp_path_factory):
+def active(node_checkpoint, tmp_path_factory):
     """An autostarted node from the installed executable, and a probe in its namespace."""
     log = tmp_path_factory.mktemp("node") / "active.log"
-    node = start_node([str(EXECUTABLE)], "/active", log, checkpoint=checkpoint, device="cpu",
+    node = start_node([str(EXECUTABLE)], "/active", log, checkpoint=node_checkpoint, device="cpu",
                       autostart="true", subscribe_compressed="true", diagnostics_period=0.2,
                       max_image_pixels=MAX_PIXELS, **{"qos.reliability": "reliable",
                                                       "qos.depth": 20})
@@ -165,25 +142,10 @@ def test_category_map_reaches_a_late_subscriber(active, small_config):
     assert (category_map.void_id, category_map.semantic_unknown) == (0, 255)
 
 
-def _bad_frames() -> list[tuple[Image | CompressedImage, str]]:
-    good = frame(20, 30, "rgb8")
-    frames = [(Image(header=header(), height=20, width=30, encoding="yuv422", step=60,
-                     data=bytes(1200)), "unsupported encoding"),
-              (Image(header=header(), height=20, width=30, encoding="rgb8", step=89,
-                     data=bytes(89 * 20)), "smaller than width"),
-              (Image(header=header(), height=20, width=30, encoding="rgb8", step=90,
-                     data=bytes(good.data)[:-1]), "fewer than step"),
-              (Image(header=header(), height=20, width=0, encoding="rgb8"), "empty image"),
-              (Image(header=header(), height=0, width=30, encoding="rgb8", step=90), "empty image"),
-              (frame(201, 200, "rgb8"), "max_image_pixels"),
-              (CompressedImage(header=header(), format="jpeg", data=b"not a jpeg"), "cannot decode")]
-    return frames
-
-
 def test_bad_input_is_rejected_and_counted_then_a_good_frame_is_processed(active):
     node, probe = active
     rejected = int(probe.wait_for_diagnostics(bool, TIMEOUT)["frames_rejected"])
-    for msg, problem in _bad_frames():
+    for msg, problem in malformed_frames(header, MAX_PIXELS):
         probe.publish(msg)
         rejected += 1
         status = probe.wait_for_diagnostics(
@@ -244,7 +206,7 @@ def test_thresholds_change_at_run_time_and_bad_values_are_refused(active):
     assert all(r.successful for r in probe.set_parameters(score_threshold=-1.0, stuff_area=-1.0))
 
 
-def test_lifecycle_transitions_and_checkpoint_errors(checkpoint, tmp_path):
+def test_lifecycle_transitions_and_checkpoint_errors(node_checkpoint, tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     node = start_node(NodeProcess.module_command(), "/managed", tmp_path / "managed.log",
@@ -260,7 +222,7 @@ def test_lifecycle_transitions_and_checkpoint_errors(checkpoint, tmp_path):
         assert not probe.change_state("configure")
         assert "cannot read checkpoint" in node.log()
 
-        assert probe.set_parameters(checkpoint=str(checkpoint))[0].successful
+        assert probe.set_parameters(checkpoint=str(node_checkpoint))[0].successful
         assert probe.change_state("configure") and probe.state() == "inactive"
         assert probe.image_publisher.get_subscription_count() == 0
 

@@ -14,8 +14,8 @@ import torch
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("onnxruntime")
 from std_msgs.msg import Header  # noqa: E402
-# The node test module's ROS context (own domain per session) and node launcher.
-from test_node import EXECUTABLE, ros_context, start_node  # noqa: E402,F401
+# The node test module's node launcher (config/upsnet.yaml plus the test's parameters).
+from test_node import EXECUTABLE, start_node  # noqa: E402
 
 from upsnet_core.checkpoint import save_checkpoint  # noqa: E402
 from upsnet_core.config import with_inference_settings  # noqa: E402
@@ -23,6 +23,8 @@ from upsnet_core.inference import Predictor  # noqa: E402
 from upsnet_core.modeling import build_upsnet  # noqa: E402
 from upsnet_ros.conversions import array_to_image  # noqa: E402
 from upsnet_ros.testing import Probe, stamp_key  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("ros_context")
 
 TIMEOUT = 120.0  # configure exports the network (about 10 s on an idle 2-core machine)
 

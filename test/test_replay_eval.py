@@ -182,8 +182,10 @@ def test_missing_and_corrupt_bag(tmp_path, capsys):
         ["--bag", str(missing), "--out", str(tmp_path / "out")], capsys)
     rosbag_io.write_frames(tmp_path / "bag", [np.zeros((4, 6, 3), np.uint8)])
     (tmp_path / "bag" / "metadata.yaml").write_text("not: [a bag")
-    assert f"bag {tmp_path / 'bag'} cannot be read" in tool_error(
-        ["--bag", str(tmp_path / "bag"), "--out", str(tmp_path / "out")], capsys)
+    # The damaged metadata is reported; the intact images are read, and lack ground truth.
+    error = tool_error(["--bag", str(tmp_path / "bag"), "--out", str(tmp_path / "out")], capsys)
+    assert f"bag {tmp_path / 'bag'} has no topic {GT_LABELS_TOPIC}" in error
+    assert "the bag is damaged: rosbags cannot read it" in error
 
 
 def test_missing_ground_truth_topic(tmp_path, capsys):

@@ -78,17 +78,13 @@ def test_missing_bag_and_topic(tmp_path):
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_corrupt_bag(tmp_path, storage):
+def test_a_bag_of_which_nothing_can_be_read(tmp_path, storage):
+    """Damaged bags that still hold intact messages: test_reliability_bags.py."""
     bag = tmp_path / "bag"
     rosbag_io.write_frames(bag, [f.rgb for f in frames(2)], storage=storage)
     (data,) = [p for p in bag.iterdir() if p.name != "metadata.yaml"]
-    content = bytearray(data.read_bytes())
-    content[len(content) // 3:] = b"\xab" * (len(content) - len(content) // 3)
-    data.write_bytes(bytes(content))
-    with pytest.raises(BagError, match=f"bag {bag}"):
-        list(rosbag_io.iter_images(bag))
-    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: [")
-    with pytest.raises(BagError, match=f"bag {bag} cannot be read"):
+    data.write_bytes(b"\xab" * data.stat().st_size)
+    with pytest.raises(BagError, match=f"bag {bag} cannot be read: .*neither MCAP nor SQLite"):
         list(rosbag_io.iter_images(bag))
 
 

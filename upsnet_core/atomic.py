@@ -25,3 +25,13 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_interrupted_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`write_atomic` left in ``folder`` when its
+    process was killed before the rename (SIGKILL, power loss); the paths deleted. Call
+    it only where no other process is writing."""
+    removed = sorted(Path(folder).glob(".*.tmp"))
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

@@ -11,11 +11,13 @@ messages (``upsnet_ros/msg/CategoryMap`` ...) registered from the ``msg/*.msg`` 
 
 API:
 
-* reading: :func:`open_reader` (context manager, clear errors for a missing or corrupt bag),
-  :func:`topics`, :func:`iter_messages` ``(log_ns, msg)``, :func:`iter_raw`
-  ``(log_ns, cdr_bytes, msgtype)``, :func:`iter_images` ``(stamp_ns, frame_id, rgb)`` for Image and
-  CompressedImage topics, :func:`iter_label_images` ``(stamp_ns, frame_id, labels)``,
-  :func:`read_categories`;
+* reading: :func:`open_reader` (a :class:`BagReader`; clear errors for a missing bag or
+  one of which nothing can be read), :func:`topics`, :func:`iter_messages` ``(log_ns, msg)``,
+  :func:`iter_raw` ``(log_ns, cdr_bytes, msgtype)``, :func:`iter_images` ``(stamp_ns,
+  frame_id, rgb)`` for Image and CompressedImage topics, :func:`iter_label_images`
+  ``(stamp_ns, frame_id, labels)``, :func:`read_categories`. Damaged bags (cut off
+  mid-write, corrupt parts, messages that do not decode) give every intact message and
+  report the rest (:class:`BagReader`, :mod:`upsnet_core.bag_salvage`);
 * message building: :func:`header`, :func:`image_message`, :func:`compressed_message`,
   :func:`label_message`, :func:`category_map_message`; decoding: :func:`decode_image`,
   :func:`decode_label_image`, :func:`categories_from_message`, :func:`stamp_ns`,
@@ -36,15 +38,18 @@ import functools
 import os
 import struct
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
+import apsw
 import numpy as np
 from rosbags.interfaces import Typestore
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from .bag_salvage import Salvage, SalvageError, SkippedMessage, salvage
 from .categories import IGNORE_INDEX, VOID_ID, Category, CategorySet
 from .image_messages import (LABEL_ENCODING, ImageConversionError, compressed_to_rgb,
                              encode_compressed, image_fields, image_to_rgb,
@@ -183,50 +188,123 @@ def decode_label_image(msg: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- reading
+class BagReader:
+    """An open bag: read through ``rosbags`` while it can, else salvaged.
+
+    A bag that ``rosbags`` cannot open (an MCAP or SQLite file cut off mid-write, an
+    unreadable ``metadata.yaml``), or that fails while its messages are read (a corrupt
+    part), is read by :mod:`upsnet_core.bag_salvage`: every intact message is kept. What
+    was found damaged is in ``damage`` and the messages that could not be used are in
+    ``skipped`` (:class:`SkippedMessage`: topic, stamp or log time, reason), including
+    messages whose bytes do not decode (:func:`iter_messages`).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.damage: list[str] = []
+        self.skipped: list[SkippedMessage] = []
+        self._reader: Optional[Reader] = None
+        self._salvage: Optional[Salvage] = None
+
+    def open(self) -> None:
+        """BagError naming the bag when it does not exist or nothing of it can be read."""
+        if not self.path.exists():
+            raise BagError(f"bag {self.path} does not exist")
+        try:
+            reader = Reader(self.path)
+            reader.open()
+            self._reader = reader
+        except (ReaderError, OSError, ValueError, KeyError) as error:
+            self._open_salvage(f"rosbags cannot read it: {error}")
+
+    def _open_salvage(self, why: str) -> None:
+        try:
+            self._salvage = salvage(self.path)
+        except (SalvageError, OSError) as error:
+            raise BagError(f"bag {self.path} cannot be read: {why}; {error}") from None
+        self.damage += [why, *self._salvage.damage]
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._salvage is not None:
+            self._salvage.close()
+
+    @property
+    def damaged(self) -> bool:
+        return self._salvage is not None
+
+    def topics(self) -> dict[str, str]:
+        """``{topic: message type}``."""
+        if self._salvage is not None:
+            return dict(self._salvage.topics)
+        return {c.topic: c.msgtype for c in self._reader.connections}
+
+    def count(self, topic: str) -> int:
+        """Messages of ``topic`` (in a salvaged bag: the intact ones found)."""
+        if self._salvage is not None:
+            return self._salvage.count(topic)
+        return sum(c.msgcount for c in self._reader.connections if c.topic == topic)
+
+    def raw(self, topic: str) -> Iterator[tuple[int, bytes, str]]:
+        """``(log_ns, cdr_bytes, msgtype)`` of the messages of ``topic``, in log-time order;
+        a failure of ``rosbags`` half-way switches to salvage, without repeating messages."""
+        msgtype = self.topics()[topic]
+        done: set[tuple[int, int]] = set()
+        if self._salvage is None:
+            connections = [c for c in self._reader.connections if c.topic == topic]
+            try:
+                for _, log_ns, data in self._reader.messages(connections=connections):
+                    done.add((log_ns, zlib.crc32(data)))
+                    yield log_ns, bytes(data), msgtype
+                return
+            except (ReaderError, OSError, ValueError, apsw.Error) as error:
+                self._reader.close()
+                self._reader = None
+                self._open_salvage(f"rosbags failed reading {topic}: {error}")
+        for log_ns, data in self._salvage.messages(topic):
+            if (log_ns, zlib.crc32(data)) not in done:
+                yield log_ns, data, msgtype
+
+    def problems(self) -> list[str]:
+        """What was damaged and every skipped message, as text (damage first)."""
+        skipped = [*self.skipped, *(self._salvage.skipped if self._salvage else [])]
+        return [*self.damage, *(str(s) for s in dict.fromkeys(skipped))]
+
+
 @contextlib.contextmanager
-def open_reader(path: str | Path) -> Iterator[Reader]:
-    """An open ``rosbags`` Reader of the bag folder (or ``.mcap``/``.db3`` file) ``path``.
+def open_reader(path: str | Path) -> Iterator[BagReader]:
+    """An open :class:`BagReader` of the bag folder (or ``.mcap``/``.db3`` file) ``path``.
 
     Raises:
-        BagError: the bag does not exist or cannot be read (corrupt, not a bag); the
-            message names the bag.
+        BagError: the bag does not exist or nothing of it can be read; the message names
+            the bag.
     """
-    path = Path(path)
-    if not path.exists():
-        raise BagError(f"bag {path} does not exist")
-    try:
-        reader = Reader(path)
-        reader.open()
-    except (ReaderError, OSError, ValueError, KeyError) as error:
-        raise BagError(f"bag {path} cannot be read: {error}") from None
+    reader = BagReader(path)
+    reader.open()
     try:
         yield reader
     finally:
         reader.close()
 
 
-def topics(reader: Reader) -> dict[str, str]:
+def topics(reader: BagReader) -> dict[str, str]:
     """``{topic: message type}`` of an open bag."""
-    return {c.topic: c.msgtype for c in reader.connections}
+    return reader.topics()
 
 
-def _connections(reader: Reader, topic: str) -> list:
-    found = [c for c in reader.connections if c.topic == topic]
-    if not found:
+def _check_topic(reader: BagReader, topic: str) -> None:
+    if topic not in reader.topics():
+        damage = f" (the bag is damaged: {'; '.join(reader.damage)})" if reader.damaged else ""
         raise BagError(f"bag {reader.path} has no topic {topic}; its topics: "
-                       f"{', '.join(sorted(topics(reader))) or 'none'}")
-    return found
+                       f"{', '.join(sorted(reader.topics())) or 'none'}{damage}")
 
 
-def iter_raw(reader: Reader, topic: str) -> Iterator[tuple[int, bytes, str]]:
-    """``(log_ns, cdr_bytes, msgtype)`` of every message of ``topic``, in log-time order.
-    BagError when the topic is missing or the bag's data is corrupt."""
-    connections = _connections(reader, topic)
-    try:
-        for connection, log_ns, data in reader.messages(connections=connections):
-            yield log_ns, bytes(data), connection.msgtype
-    except (ReaderError, OSError, ValueError) as error:
-        raise BagError(f"bag {reader.path}, topic {topic}: cannot read messages: {error}") from None
+def iter_raw(reader: BagReader, topic: str) -> Iterator[tuple[int, bytes, str]]:
+    """``(log_ns, cdr_bytes, msgtype)`` of every intact message of ``topic``, in log-time
+    order (see :class:`BagReader`). BagError when the topic is missing."""
+    _check_topic(reader, topic)
+    yield from reader.raw(topic)
 
 
 def deserialize(data: bytes, msgtype: str) -> Any:
@@ -234,42 +312,49 @@ def deserialize(data: bytes, msgtype: str) -> Any:
     return typestore().deserialize_cdr(data, msgtype)
 
 
-def iter_messages(reader: Reader, topic: str) -> Iterator[tuple[int, Any]]:
-    """``(log_ns, message)`` of every message of ``topic``, in log-time order."""
+def iter_messages(reader: BagReader, topic: str) -> Iterator[tuple[int, Any]]:
+    """``(log_ns, message)`` of every message of ``topic`` that decodes, in log-time order;
+    the others are added to ``reader.skipped`` (with their log time)."""
     for log_ns, data, msgtype in iter_raw(reader, topic):
         try:
             yield log_ns, deserialize(data, msgtype)
         except Exception as error:  # noqa: BLE001 - rosbags raises many kinds on bad CDR
-            raise BagError(f"bag {reader.path}, topic {topic}: message at log time "
-                           f"{format_stamp(log_ns)} cannot be decoded as {msgtype}: "
-                           f"{error}") from None
+            reader.skipped.append(SkippedMessage(
+                topic, f"cannot be decoded as {msgtype} ({type(error).__name__}: {error})",
+                log_ns=log_ns))
 
 
-def iter_images(path: str | Path, topic: str = IMAGE_TOPIC) -> Iterator[tuple[int, str, np.ndarray]]:
+def _iter_decoded(path: str | Path, topic: str, decode: Callable[[Any], np.ndarray],
+                  problems: Optional[list[str]]) -> Iterator[tuple[int, str, np.ndarray]]:
+    """``(stamp_ns, frame_id, decode(msg))`` of a topic; messages that do not decode are
+    skipped, and with every other problem of the bag appended to ``problems``."""
+    with open_reader(path) as reader:
+        try:
+            for _, msg in iter_messages(reader, topic):
+                try:
+                    array = decode(msg)
+                except ImageConversionError as error:
+                    reader.skipped.append(SkippedMessage(topic, str(error), stamp_ns=stamp_ns(msg)))
+                    continue
+                yield stamp_ns(msg), msg.header.frame_id, array
+        finally:
+            if problems is not None:
+                problems.extend(p for p in reader.problems() if p not in problems)
+
+
+def iter_images(path: str | Path, topic: str = IMAGE_TOPIC, problems: Optional[list[str]] = None
+                ) -> Iterator[tuple[int, str, np.ndarray]]:
     """``(stamp_ns, frame_id, rgb)`` of an Image or CompressedImage topic of a bag; ``rgb``
-    ``(H, W, 3)`` uint8. BagError naming the bag, topic and stamp for a malformed image."""
-    with open_reader(path) as reader:
-        for _, msg in iter_messages(reader, topic):
-            try:
-                rgb = decode_image(msg)
-            except ImageConversionError as error:
-                raise BagError(f"bag {path}, topic {topic}, stamp {format_stamp(stamp_ns(msg))}:"
-                               f" {error}") from None
-            yield stamp_ns(msg), msg.header.frame_id, rgb
+    ``(H, W, 3)`` uint8. Malformed images are skipped; the bag's problems (damage and
+    skipped messages, with topic and stamp) are appended to ``problems``."""
+    return _iter_decoded(path, topic, decode_image, problems)
 
 
-def iter_label_images(path: str | Path,
-                      topic: str = GT_LABELS_TOPIC) -> Iterator[tuple[int, str, np.ndarray]]:
+def iter_label_images(path: str | Path, topic: str = GT_LABELS_TOPIC,
+                      problems: Optional[list[str]] = None) -> Iterator[tuple[int, str, np.ndarray]]:
     """``(stamp_ns, frame_id, labels)`` of a 32SC1 label-image topic; ``labels`` ``(H, W)``
-    int32. BagError naming the bag, topic and stamp for a malformed message."""
-    with open_reader(path) as reader:
-        for _, msg in iter_messages(reader, topic):
-            try:
-                labels = decode_label_image(msg)
-            except ImageConversionError as error:
-                raise BagError(f"bag {path}, topic {topic}, stamp {format_stamp(stamp_ns(msg))}:"
-                               f" {error}") from None
-            yield stamp_ns(msg), msg.header.frame_id, labels
+    int32. Malformed messages are skipped and reported as in :func:`iter_images`."""
+    return _iter_decoded(path, topic, decode_label_image, problems)
 
 
 def read_categories(path: str | Path, topic: str = GT_CATEGORIES_TOPIC) -> CategorySet:

@@ -60,6 +60,7 @@ class FrameStats:
         figures = {"input_rate_hz": f"{self.input_rate():.2f}",
                    "inference_ms_p50": f"{self.inference_ms(50):.1f}",
                    "inference_ms_p95": f"{self.inference_ms(95):.1f}",
+                   "inference_ms_p99": f"{self.inference_ms(99):.1f}",
                    "frames_received": self.received, "frames_processed": self.processed,
                    "frames_dropped": self.dropped, "frames_rejected": self.rejected,
                    "last_rejection": self.last_rejection}
@@ -108,13 +109,15 @@ class NewestFrameWorker:
         if replaced is not None:
             self._on_drop(replaced)
 
-    def stop(self) -> None:
-        """Finish the frame in progress, discard a waiting one and end the thread."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Discard a waiting frame and end the thread once the frame in progress is done;
+        wait at most ``timeout`` seconds (None: until it is). Whether the thread ended."""
         with self._condition:
             self._running = False
             self._pending = None
             self._condition.notify()
-        self._thread.join()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _next(self) -> Any:
         with self._condition:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -32,48 +34,21 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from upsnet_core.checkpoint import CheckpointError, default_checkpoint
-from upsnet_core.inference import BACKENDS, Predictor
+from upsnet_core.inference import Predictor
 from upsnet_core.modeling import PanopticResult
 from upsnet_core.visualization import overlay
-from upsnet_ros.conversions import (ImageConversionError, array_to_image, compressed_to_rgb,
-                                    image_to_rgb)
+from upsnet_ros.conversions import (ImageConversionError, array_to_image, check_image,
+                                    compressed_to_rgb, image_to_rgb)
 from upsnet_ros.messages import category_map_message, instances_message
 from upsnet_ros.monitor import FrameStats, NewestFrameWorker, RateLimiter
 from upsnet_ros.msg import CategoryMap, PanopticInstanceArray
+from upsnet_ros.parameters import THRESHOLDS, declare_parameters, parameter_error
 
 PACKAGE = "upsnet_ros"
 DEFAULT_MODEL = "models/upsnet_small_synthetic.pt"
 """The shipped model, relative to the package's share folder (and the repository root)."""
-
-THRESHOLDS = ("score_threshold", "mask_overlap_threshold", "stuff_area")
-"""Parameters that change the running model's post-processing (-1: the checkpoint's value)."""
-
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "checkpoint": ("", "checkpoint file; empty: the shipped default model (read on configure)"),
-    "device": ("auto", "auto | cpu | cuda | cuda:N (read on configure)"),
-    "backend": ("torch", "what runs the network: torch | onnxruntime (CPU; read on configure)"),
-    "onnx_model": ("", "ONNX file of the checkpoint's network for backend onnxruntime "
-                       "(python -m upsnet_core.tools.export --onnx); empty: exported on "
-                       "configure (read on configure)"),
-    "half_precision": (True, "fp16 autocast around inference on CUDA (ignored on the CPU)"),
-    "input_long_side": (-1, "network input long side in pixels; -1: the checkpoint's "
-                            "(inference.input_long_side), 0: the image's own size; outputs are "
-                            "always at the input size (read on configure)"),
-    "max_image_pixels": (16_777_216, "larger images are rejected (0: no limit)"),
-    "score_threshold": (-1.0, "detections at or below this score are dropped; 0..1, -1: checkpoint's"),
-    "mask_overlap_threshold": (-1.0, "max overlap of a mask with kept masks; 0..1, -1: checkpoint's"),
-    "stuff_area": (-1.0, "smaller stuff segments (pixels at 1024x2048) become unknown; "
-                         ">= 0, -1: checkpoint's"),
-    "qos.reliability": ("best_effort", "input QoS reliability: best_effort | reliable (on activate)"),
-    "qos.depth": (5, "input and output QoS history depth (on activate)"),
-    "subscribe_compressed": (False, "also subscribe to image/compressed (on activate)"),
-    "publish.labels": (True, "publish panoptic/labels (32SC1)"),
-    "publish.semantic": (True, "publish panoptic/semantic (mono8)"),
-    "publish.instances": (True, "publish panoptic/instances"),
-    "publish.visualization": (True, "publish panoptic/visualization while subscribed"),
-    "diagnostics_period": (1.0, "seconds between /diagnostics messages (on activate)"),
-    "autostart": (False, "configure and activate at start-up (for plain ros2 run)"),
-}
+SHUTDOWN_WAIT = 1.0
+"""Seconds that shutdown waits for the frame in progress (the node must exit within 2 s)."""
 
 
 def resolve_checkpoint(path: str) -> Path:
@@ -93,45 +68,11 @@ def resolve_checkpoint(path: str) -> Path:
     return default_checkpoint()
 
 
-def threshold_error(name: str, value: Any) -> str:
-    """Why ``value`` is not valid for threshold ``name`` ('' when it is)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return f"{name} must be a number, got {value!r}"
-    if value == -1:
-        return ""
-    if name == "stuff_area":
-        return "" if value >= 0 else f"stuff_area must be >= 0 or -1, got {value}"
-    return "" if 0.0 <= value <= 1.0 else f"{name} must be in [0, 1] or -1, got {value}"
-
-
-def setting_error(name: str, value: Any) -> str:
-    """Why ``value`` is not valid for parameter ``name`` ('' when it is)."""
-    if name in THRESHOLDS:
-        return threshold_error(name, value)
-    if name == "qos.reliability" and value not in ("best_effort", "reliable"):
-        return f"qos.reliability must be best_effort or reliable, got {value!r}"
-    if name == "qos.depth" and (not isinstance(value, int) or value < 1):
-        return f"qos.depth must be an integer >= 1, got {value!r}"
-    if name == "max_image_pixels" and (not isinstance(value, int) or value < 0):
-        return f"max_image_pixels must be an integer >= 0, got {value!r}"
-    if name == "input_long_side" and (not isinstance(value, int) or value < -1):
-        return f"input_long_side must be an integer >= 0 or -1 (the checkpoint's), got {value!r}"
-    if name == "backend" and value not in BACKENDS:
-        return f"backend must be one of {', '.join(BACKENDS)}, got {value!r}"
-    if name == "diagnostics_period" and (not isinstance(value, (int, float)) or value <= 0):
-        return f"diagnostics_period must be > 0, got {value!r}"
-    return ""
-
-
 class UPSNetNode(LifecycleNode):
     """The panoptic segmentation lifecycle node (see the module docstring)."""
 
     def __init__(self, name: str = "upsnet_node", **kwargs: Any):
         super().__init__(name, **kwargs)
-        for key, (default, description) in PARAMETERS.items():
-            self.declare_parameter(key, default, ParameterDescriptor(description=description))
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
         self._predictor: Predictor | None = None
         self._checkpoint = ""
         self._stats = FrameStats()
@@ -140,13 +81,17 @@ class UPSNetNode(LifecycleNode):
         self._inputs: list = []
         self._outputs: dict[str, Any] = {}
         self._diagnostics_timer = None
+        self.add_on_set_parameters_callback(self._validate_parameters)  # also checks overrides
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        for reason in declare_parameters(self):
+            self.get_logger().error(reason)
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
 
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        reasons = [r for p in parameters if (r := setting_error(p.name, p.value))]
+        reasons = [r for p in parameters if (r := parameter_error(p.name, p.value))]
         return SetParametersResult(successful=not reasons, reason="; ".join(reasons))
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
@@ -238,12 +183,21 @@ class UPSNetNode(LifecycleNode):
         self.close()
         return TransitionCallbackReturn.SUCCESS
 
-    def close(self) -> None:
-        """Stop the inference worker and free the model, whatever the lifecycle state."""
+    def close(self) -> bool:
+        """Stop the inference worker and free the model, whatever the lifecycle state.
+
+        Used on shutdown (SIGINT, SIGTERM): a frame still being segmented after
+        :data:`SHUTDOWN_WAIT` seconds is abandoned, so that the node exits within 2 s
+        whatever the model. Returns False when a frame was abandoned (its thread still runs)."""
+        finished = True
         if self._worker is not None:
-            self._worker.stop()
+            finished = self._worker.stop(SHUTDOWN_WAIT)
+            if not finished:
+                self.get_logger().warning("shutting down while a frame is being segmented: "
+                                          "the frame is abandoned")
             self._worker = None
         self._free_model()
+        return finished
 
     def _free_model(self) -> None:
         """Drop the model; on a GPU also return its cached memory."""
@@ -260,8 +214,18 @@ class UPSNetNode(LifecycleNode):
 
     # ------------------------------------------------------------------ frames
     def _on_frame(self, msg: Image | CompressedImage) -> None:
-        """Executor callback: count the frame and hand it to the worker (never blocks)."""
+        """Executor callback: count the frame and hand it to the worker (never blocks).
+
+        Raw images are checked here, not in the worker: a malformed frame is rejected (and
+        counted so) even when a newer frame would have replaced it while it waited. The
+        checks read only the message's fields; compressed data is decoded by the worker."""
         self._stats.frame_received()
+        if isinstance(msg, Image):
+            try:
+                check_image(msg, self._param("max_image_pixels"))
+            except ImageConversionError as error:
+                self._reject(f"frame rejected: {error}")
+                return
         self._worker.submit(msg)
 
     def _to_rgb(self, msg: Image | CompressedImage) -> np.ndarray:
@@ -346,9 +310,15 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.close()
+        finished = node.close()
         node.destroy_node()
         rclpy.try_shutdown()
+        if not finished:
+            # The worker thread is inside the model: a normal interpreter exit would abort
+            # (std::terminate in torch's threads) once Python finalizes under it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ real rclpy and the RMW of the environment (Fast DDS).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable
 
 import rclpy
@@ -16,10 +18,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import GetParameters, SetParameters
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from upsnet_ros.msg import CategoryMap, PanopticInstanceArray
 
@@ -33,6 +36,54 @@ TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE,
                "activate": Transition.TRANSITION_ACTIVATE,
                "deactivate": Transition.TRANSITION_DEACTIVATE,
                "cleanup": Transition.TRANSITION_CLEANUP}
+
+
+def malformed_frames(make_header: Callable[[], Header],
+                     max_pixels: int) -> list[tuple[Image | CompressedImage, str]]:
+    """One frame of every kind the node rejects, each with a fresh header from
+    ``make_header`` and the words its rejection reason contains; ``max_pixels`` is the
+    node's ``max_image_pixels`` (> 0). Every frame is small (at most a few kB)."""
+    rgb_row = 30 * 3
+    return [
+        (Image(header=make_header(), height=20, width=30, encoding="yuv422", step=60,
+               data=bytes(1200)), "unsupported encoding"),
+        (Image(header=make_header(), height=20, width=30, encoding="rgb8", step=rgb_row - 1,
+               data=bytes((rgb_row - 1) * 20)), "smaller than width"),
+        (Image(header=make_header(), height=20, width=30, encoding="rgb8", step=rgb_row,
+               data=bytes(rgb_row * 20 - 1)), "fewer than step"),
+        (Image(header=make_header(), height=20, width=0, encoding="rgb8"), "empty image"),
+        (Image(header=make_header(), height=0, width=30, encoding="rgb8", step=rgb_row),
+         "empty image"),
+        (Image(header=make_header(), height=1, width=max_pixels + 1, encoding="rgb8",
+               step=3 * (max_pixels + 1)), "max_image_pixels"),
+        (CompressedImage(header=make_header(), format="jpeg", data=b"not a jpeg"),
+         "cannot decode"),
+    ]
+
+
+def process_threads(pid: int) -> int:
+    """Number of threads of process ``pid`` (Linux ``/proc``)."""
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmRSS for process {pid}")
+
+
+def spin_until(executor: Executor, predicate: Callable[[], bool], timeout: float,
+               period: float = 0.05) -> bool:
+    """Spin ``executor`` (at most ``period`` seconds a wait) until ``predicate()`` holds;
+    False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        executor.spin_once(timeout_sec=period)
+    return True
 
 
 def stamp_key(msg: Any) -> tuple[int, int]:
@@ -73,12 +124,7 @@ class Probe:
 
     def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Spin until ``predicate()`` holds; False after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            self.executor.spin_once(timeout_sec=0.05)
-        return True
+        return spin_until(self.executor, predicate, timeout)
 
     def publish(self, msg: Image | CompressedImage) -> None:
         publisher = self.compressed_publisher if isinstance(msg, CompressedImage) else self.image_publisher

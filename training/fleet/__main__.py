@@ -60,8 +60,14 @@ def _print(title: str, value: dict) -> None:
 
 
 def step_ingest(settings: FleetSettings, args: argparse.Namespace) -> int:
+    """0 when some bag gave frames (now or in an earlier run), also when others are
+    damaged or unreadable (listed); 2 when no bag is usable at all."""
     report = ingest(settings.ingest, FleetDataset(settings.dataset), args.max_frames)
     _print("ingest", asdict(report))
+    if report.failed and not (report.ingested or report.skipped or report.stopped_early):
+        print(f"error: no usable bag in {settings.ingest.bags}: "
+              + "; ".join(f"{bag}: {why}" for bag, why in report.failed.items()), file=sys.stderr)
+        return FAILED
     return 0
 
 

@@ -12,14 +12,18 @@ Cityscapes layout (:mod:`training.fleet.dataset`).
 
 Resumable, bag by bag: a bag's frames are written to a staging folder, moved into place,
 and only then is the bag's record (its manifest lines) written, atomically, to
-``.ingest/<bag key>.json``. A bag with a record is skipped on the next run; a bag without
+``.ingest/<bag key>.json``; the temporary files of atomic writes that a killed run left
+are removed when the next run starts. A bag with a record is skipped on the next run; a bag without
 one (never seen, or interrupted at any point) is ingested again from its start, which
 rewrites the same bytes. The manifest is rebuilt from all records at the end of a run,
 keeping the labels of frames that already have one, so an interrupted run that is resumed
 gives the same dataset and manifest as an uninterrupted one.
 
-A bag that cannot be read (corrupt, truncated, no configured topic, a malformed image) is
-reported and skipped; it is tried again on the next run.
+A damaged bag (cut off mid-write when the robot powered down, a corrupt or malformed
+message) gives every intact frame; what was skipped (topic and stamp or log time) is
+listed in the bag's record and in the run's report (``damaged``). A bag of which nothing
+usable is left (no configured topic, no intact image) is reported in ``failed`` and
+skipped; it is tried again on the next run.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from upsnet_core.atomic import remove_interrupted_writes
 from upsnet_core.data.panoptic_io import write_png
 from upsnet_core.rosbag_io import BagError, iter_images, open_reader, topics
 
@@ -65,7 +70,9 @@ class IngestReport:
     skipped: list[str] = field(default_factory=list)
     """Bags ingested by an earlier run."""
     failed: dict[str, str] = field(default_factory=dict)
-    """Bag -> why it could not be read."""
+    """Bag -> why nothing of it could be used."""
+    damaged: dict[str, list[str]] = field(default_factory=dict)
+    """Bag ingested from its intact part -> what was damaged or skipped."""
     frames_read: int = 0
     frames_kept: int = 0
     stopped_early: bool = False
@@ -117,6 +124,9 @@ class Ingest:
         by ``max_frames``)."""
         bags = find_bags(Path(self.settings.bags))
         self.dataset.bookkeeping.mkdir(parents=True, exist_ok=True)
+        for folder in {self.dataset.bookkeeping, self.dataset.manifest_path.parent}:
+            for path in remove_interrupted_writes(folder):  # a run killed mid-write
+                log.info("removed %s, left by an interrupted run", path)
         try:
             for bag in bags:
                 self._bag(bag)
@@ -136,38 +146,50 @@ class Ingest:
         staging = self.dataset.bookkeeping / f"{bag.key}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
+        problems: list[str] = []
         try:
-            records = self._extract(bag, staging)
+            records = self._extract(bag, staging, problems)
         except BagError as error:
             shutil.rmtree(staging, ignore_errors=True)
             self.report.failed[bag.relative] = str(error)
             log.warning("skipping bag %s: %s", bag.relative, error)
             return
-        self._commit(bag, records, staging)
+        self._commit(bag, records, staging, problems)
         self.report.ingested.append(bag.relative)
+        if problems:
+            self.report.damaged[bag.relative] = problems
+            log.warning("bag %s is damaged, its intact frames are kept; skipped:\n  %s",
+                        bag.relative, "\n  ".join(problems))
         log.info("bag %s: %d frames kept", bag.relative, len(records))
 
-    def _commit(self, bag: BagRef, records: list[FrameRecord], staging: Path) -> None:
+    def _commit(self, bag: BagRef, records: list[FrameRecord], staging: Path,
+                problems: list[str]) -> None:
         """Move the staged frames into place, then write the bag's record."""
         for record in records:
             destination = self.dataset.image_path(record)
             destination.parent.mkdir(parents=True, exist_ok=True)
             (staging / destination.name).replace(destination)
         write_json_atomic(self._record_path(bag), {
-            "bag": bag.relative, "robot": bag.robot, "frames": [asdict(r) for r in records]})
+            "bag": bag.relative, "robot": bag.robot, "frames": [asdict(r) for r in records],
+            "problems": problems})
         shutil.rmtree(staging)
 
-    def _extract(self, bag: BagRef, staging: Path) -> list[FrameRecord]:
+    def _extract(self, bag: BagRef, staging: Path, problems: list[str]) -> list[FrameRecord]:
+        """The bag's kept frames, written to ``staging``; its problems go to ``problems``.
+        BagError when it has no configured topic or no intact image at all."""
         with open_reader(bag.path) as reader:
             present = [t for t in self.settings.topics if t in topics(reader)]
+            damage = reader.damage
         if not present:
+            damaged = f"; damaged: {'; '.join(damage)}" if damage else ""
             raise BagError(f"bag {bag.path} has none of the image topics "
-                           f"{self.settings.topics}")
-        records = []
+                           f"{self.settings.topics}{damaged}")
+        records, read = [], 0
         for topic in present:
             selector = FrameSelector(self.settings.min_interval,
                                      self.settings.duplicate_threshold)
-            for stamp, frame_id, rgb in iter_images(bag.path, topic):
+            for stamp, frame_id, rgb in iter_images(bag.path, topic, problems):
+                read += 1
                 self.report.frames_read += 1
                 if not selector.keep(stamp, rgb):
                     continue
@@ -176,6 +198,9 @@ class Ingest:
                 write_png(staging / self.dataset.image_path(record).name, rgb)
                 records.append(record)
                 self._count_kept()
+        if not read:
+            raise BagError(f"bag {bag.path}: no intact image on {', '.join(present)}; "
+                           + "; ".join(problems or ["the topics are empty"]))
         return records
 
     def _count_kept(self) -> None:

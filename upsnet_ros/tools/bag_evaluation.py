@@ -12,6 +12,11 @@ skipped silently:
 * ``dropped``: images of the input bag for which the node published no labels;
 * ``predictions_without_image``: node outputs whose stamp is no image of the input bag.
 
+Damaged bags (cut off mid-write, corrupt messages) are read as far as they are intact
+(:class:`upsnet_core.rosbag_io.BagReader`); what was skipped, with topic and stamp or log
+time, is listed in ``bag_problems`` (``input_bag``, ``predictions_bag``). A bag in which
+no image with ground truth remains is a BagError naming the first problems.
+
 Metrics are those of ``training.evaluate`` computed by the same code (PQ/SQ/RQ All, Things,
 Stuff and per class, mIoU, mask AP); latency is the labels' log time minus the log time of
 the image with the same stamp in the predictions bag (the moment it was published).
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -30,10 +35,12 @@ from upsnet_core.evaluation import PanopticResultEvaluator
 from upsnet_core.categories import LABEL_DIVISOR, VOID_ID, CategorySet
 from upsnet_core.data.target import index_label_image, target_from_index
 from upsnet_core.modeling import SEMANTIC_UNKNOWN, PanopticResult
+from upsnet_core.image_messages import LABEL_ENCODING, ImageConversionError, check_image
 from upsnet_core.rosbag_io import (COMPRESSED_TOPIC, COMPRESSED_TYPE, GT_CATEGORIES_TOPIC,
                                    GT_LABELS_TOPIC, IMAGE_TOPIC, IMAGE_TYPE, BagError,
-                                   categories_from_message, decode_image, decode_label_image,
-                                   format_stamp, iter_messages, open_reader, stamp_ns, topics)
+                                   SkippedMessage, categories_from_message, decode_image,
+                                   decode_label_image, format_stamp, iter_messages, open_reader,
+                                   stamp_ns, topics)
 
 LABELS_SUFFIX = "panoptic/labels"
 SAMPLE_FRAMES = 4
@@ -49,6 +56,8 @@ class InputIndex:
     images: dict[int, tuple[int, int]]
     ground_truth: dict[int, tuple[int, int]]
     categories: CategorySet
+    problems: list[str] = field(default_factory=list)
+    """Damage found in the bag and the messages skipped (topic, stamp or log time, why)."""
 
     @property
     def evaluable(self) -> list[int]:
@@ -77,15 +86,35 @@ def find_image_topic(reader: Any, image_topic: Optional[str] = None) -> str:
     return cameras[0]
 
 
-def _sizes(reader: Any, topic: str, decode: bool) -> dict[int, tuple[int, int]]:
-    """``{stamp: (H, W)}`` of an image topic; duplicate stamps are a BagError."""
+def _image_size(msg: Any) -> tuple[int, int]:
+    """``(H, W)`` of a camera Image or CompressedImage (only the latter is decoded);
+    ImageConversionError when malformed."""
+    if hasattr(msg, "format"):
+        return decode_image(msg).shape[:2]
+    check_image(msg)
+    return int(msg.height), int(msg.width)
+
+
+def _label_size(msg: Any) -> tuple[int, int]:
+    """``(H, W)`` of a ``32SC1`` label image; ImageConversionError when malformed."""
+    check_image(msg, encodings=(LABEL_ENCODING,))
+    return int(msg.height), int(msg.width)
+
+
+def _sizes(reader: Any, topic: str, size_of: Callable[[Any], tuple[int, int]]
+           ) -> dict[int, tuple[int, int]]:
+    """``{stamp: (H, W)}`` of the messages of an image topic that are well formed (the
+    others are added to ``reader.skipped``); duplicate stamps are a BagError."""
     sizes: dict[int, tuple[int, int]] = {}
     for _, msg in iter_messages(reader, topic):
         stamp = stamp_ns(msg)
         if stamp in sizes:
             raise BagError(f"bag {reader.path}, topic {topic}: two messages with stamp "
                            f"{format_stamp(stamp)}; stamps must be unique to match frames")
-        sizes[stamp] = decode_image(msg).shape[:2] if decode else (int(msg.height), int(msg.width))
+        try:
+            sizes[stamp] = size_of(msg)
+        except ImageConversionError as error:
+            reader.skipped.append(SkippedMessage(topic, str(error), stamp_ns=stamp))
     return sizes
 
 
@@ -99,17 +128,32 @@ def index_input_bag(bag: str | Path, image_topic: Optional[str] = None) -> Input
     bag = Path(bag)
     with open_reader(bag) as reader:
         topic = find_image_topic(reader, image_topic)
-        images = _sizes(reader, topic, decode=topics(reader)[topic] == COMPRESSED_TYPE)
-        ground_truth = _sizes(reader, GT_LABELS_TOPIC, decode=False)
+        images = _sizes(reader, topic, _image_size)
+        ground_truth = _sizes(reader, GT_LABELS_TOPIC, _label_size)
         maps = [msg for _, msg in iter_messages(reader, GT_CATEGORIES_TOPIC)]
+        problems = reader.problems()
     if not maps:
-        raise BagError(f"bag {bag}: topic {GT_CATEGORIES_TOPIC} holds no CategoryMap message")
+        raise BagError(f"bag {bag}: topic {GT_CATEGORIES_TOPIC} holds no CategoryMap message"
+                       + _listed(problems))
+    if not images.keys() & ground_truth.keys():
+        raise BagError(f"bag {bag}: nothing to evaluate: {len(images)} images and "
+                       f"{len(ground_truth)} ground-truth label images, none with the same "
+                       f"stamp" + _listed(problems))
     for stamp in sorted(images.keys() & ground_truth.keys()):
         if images[stamp] != ground_truth[stamp]:
             (h, w), (gh, gw) = images[stamp], ground_truth[stamp]
             raise BagError(f"bag {bag}, stamp {format_stamp(stamp)}: ground truth on "
                            f"{GT_LABELS_TOPIC} is {gw}x{gh} but the image on {topic} is {w}x{h}")
-    return InputIndex(bag, topic, images, ground_truth, categories_from_message(maps[-1]))
+    return InputIndex(bag, topic, images, ground_truth, categories_from_message(maps[-1]),
+                      problems)
+
+
+def _listed(problems: list[str], most: int = 5) -> str:
+    """The first ``most`` problems of a bag, for an error message ('' when none)."""
+    if not problems:
+        return ""
+    more = f"\n  ... and {len(problems) - most} more" if len(problems) > most else ""
+    return "; the bag is damaged:\n  " + "\n  ".join(problems[:most]) + more
 
 
 # ---------------------------------------------------------------- predictions bag
@@ -125,6 +169,7 @@ class Predictions:
     published_ns: dict[int, int] = field(default_factory=dict)
     categories: Optional[CategorySet] = None
     diagnostics: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
 
 def find_labels_topic(reader: Any) -> str:
@@ -148,7 +193,11 @@ def read_predictions(bag: str | Path, image_topic: str) -> Predictions:
         available = topics(reader)
         for log_ns, msg in iter_messages(reader, labels_topic):
             stamp = stamp_ns(msg)
-            result.labels[stamp] = decode_label_image(msg)
+            try:
+                result.labels[stamp] = decode_label_image(msg)
+            except ImageConversionError as error:
+                reader.skipped.append(SkippedMessage(labels_topic, str(error), stamp_ns=stamp))
+                continue
             result.output_ns[stamp] = log_ns
         if prefix + "instances" in available:
             for _, msg in iter_messages(reader, prefix + "instances"):
@@ -163,6 +212,7 @@ def read_predictions(bag: str | Path, image_topic: str) -> Predictions:
                                    for log_ns, msg in iter_messages(reader, image_topic)}
         if "/diagnostics" in available:
             result.diagnostics = _node_diagnostics(reader, prefix)
+        result.problems = reader.problems()
     return result
 
 
@@ -287,7 +337,7 @@ def evaluate_bags(input_bag: str | Path, predictions_bag: str | Path,
         for _, msg in tqdm(messages, total=len(index.ground_truth), desc="evaluate",
                            disable=not progress):
             stamp = stamp_ns(msg)
-            if stamp not in wanted:
+            if stamp not in wanted:  # includes ground truth that does not decode (indexed)
                 continue
             gt, pred = decode_label_image(msg), predictions.labels[stamp]
             _check_size(stamp, gt, pred, index, predictions)
@@ -303,6 +353,8 @@ def evaluate_bags(input_bag: str | Path, predictions_bag: str | Path,
               **evaluators.summarize(), "class_names": {c.id: c.name for c in categories},
               "frames": _frame_counts(index, predictions, evaluated),
               "unmatched": _unmatched(index, predictions),
+              "bag_problems": {"input_bag": index.problems,
+                               "predictions_bag": predictions.problems},
               "node_diagnostics": predictions.diagnostics, **_latency(index, predictions)}
     return Evaluation(report, [samples[s] for s in sorted(samples)], categories)
 

@@ -7,7 +7,8 @@ next to each image as published (log time = publish time), so that the output ba
 gives the latency. ``rate``: a factor on the bag's timing, or ``None`` for as fast as the
 node keeps up: each frame is published when the outputs of the previous one arrived (or
 ``frame_timeout`` passed: that frame counts as dropped), so that it measures throughput,
-not drops.
+not drops. A node process started by the caller that dies is restarted (at most
+:data:`MAX_RESTARTS` times) before the next frame; the frames it had are lost (dropped).
 """
 from __future__ import annotations
 
@@ -39,13 +40,19 @@ class ReplayError(RuntimeError):
     """The node could not be reached or stopped while replaying."""
 
 
+MAX_RESTARTS = 3
+"""Restarts of a node started by the replay that died, before the replay gives up."""
+
+
 @dataclass
 class ReplayStats:
-    """What the replay did: frames published, seconds, frames whose outputs timed out."""
+    """What the replay did: frames published, seconds, frames whose outputs timed out, and
+    the exit status of each death of the node it restarted."""
 
     published: int = 0
     seconds: float = 0.0
     timed_out: list[int] = field(default_factory=list)
+    node_deaths: list[int] = field(default_factory=list)
 
 
 def _full(namespace: str, topic: str) -> str:
@@ -117,6 +124,7 @@ class Replayer:
         """Until the node subscribes to the images, publishes labels and its categories
         arrived; ReplayError (with the node's log when it was started here) otherwise."""
         labels = self.recorder.topics["panoptic/labels"]
+        self.recorder.categories_received = False  # a restarted node sends them again
 
         def ready() -> bool:
             if process is not None and process.process.poll() is not None:
@@ -136,13 +144,32 @@ class Replayer:
         self.publisher.publish(data)
         self.writer.write_raw(self.image_topic, self.msgtype, data, published)
 
+    def _node_alive(self, process: Optional[NodeProcess], stats: ReplayStats,
+                    startup_timeout: float) -> bool:
+        """Whether the node can take the next frame: a node started here that died is
+        restarted (its frames meanwhile are lost, and count as dropped) up to
+        :data:`MAX_RESTARTS` times; False once it is past that."""
+        if process is None or process.process.poll() is None:
+            return True
+        if len(stats.node_deaths) >= MAX_RESTARTS:
+            return False
+        stats.node_deaths.append(process.restart())
+        self.wait_for_node(startup_timeout, process)
+        return True
+
     def run(self, bag: Any, rate: Optional[float], frame_timeout: float,
-            progress: bool = True) -> ReplayStats:
-        """Publish every image of ``bag``'s image topic (see the module docstring)."""
+            progress: bool = True, process: Optional[NodeProcess] = None,
+            startup_timeout: float = 180.0) -> ReplayStats:
+        """Publish every image of ``bag``'s image topic (see the module docstring); a node
+        ``process`` started here that dies is restarted (``_node_alive``)."""
         stats = ReplayStats()
         started = time.monotonic()
+
+        def outputs_or_death(stamp: int) -> Callable[[], bool]:
+            return lambda: self.recorder.done(stamp) or (
+                process is not None and process.process.poll() is not None)
         with open_reader(bag) as reader:
-            total = sum(c.msgcount for c in reader.connections if c.topic == self.image_topic)
+            total = reader.count(self.image_topic)
             first_stamp = None
             bar = tqdm(total=total, desc="replay", unit="frame", disable=not progress)
             for _, data, _ in iter_raw(reader, self.image_topic):
@@ -151,15 +178,16 @@ class Replayer:
                 if rate is not None:
                     due = started + (stamp - first_stamp) / 1e9 / rate
                     self.spin_until(lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()))
+                if not self._node_alive(process, stats, startup_timeout):
+                    break
                 self.publish(data)
                 stats.published += 1
-                if rate is None and not self.spin_until(lambda: self.recorder.done(stamp),
-                                                        frame_timeout):
+                if rate is None and not self.spin_until(outputs_or_death(stamp), frame_timeout):
                     stats.timed_out.append(stamp)
                 bar.update()
                 bar.set_postfix(outputs=len(self.recorder.arrived["panoptic/labels"]))
             if rate is not None and stats.published:  # the newest frame is always processed
-                self.spin_until(lambda: self.recorder.done(stamp), frame_timeout)
+                self.spin_until(outputs_or_death(stamp), frame_timeout)
             bar.close()
         self.spin_until(lambda: False, 0.5)  # stragglers: instances, diagnostics
         stats.seconds = time.monotonic() - started

@@ -16,7 +16,10 @@ p50/p90/p99/max, frames processed and dropped, unmatched frames listed. It write
 ``DIR/report.json``, ``DIR/report.md`` and PNG plots, and prints a summary.
 ``--predictions-bag`` evaluates an already recorded output bag the same way, with no node.
 Every ROS process must use the same ``FASTDDS_BUILTIN_TRANSPORTS`` (``scripts/env.sh`` sets
-``LARGE_DATA``). Exit status: 0, or 2 with a message naming the bag, topic or stamp.
+``LARGE_DATA``). A damaged input bag (cut off mid-write, corrupt messages) is replayed and
+evaluated on its intact frames; what was skipped is printed and listed in ``bag_problems``.
+A node started here that dies is restarted (its lost frames count as dropped). Exit status:
+0, or 2 with a message naming the bag, topic or stamp (also when nothing usable is left).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from upsnet_core.rosbag_io import BagError, open_reader, open_writer, topics
+from upsnet_ros.node_process import NodeProcess
 from upsnet_ros.tools.bag_evaluation import Evaluation, evaluate_bags, index_input_bag
 from upsnet_ros.tools.report import summary, write_report
 
@@ -87,20 +91,6 @@ def params_file(args: argparse.Namespace) -> Path:
     return args.params or share_file("config/upsnet.yaml")
 
 
-def node_command() -> list[str]:
-    """The installed ``upsnet_node`` executable (what ros2 run and the launch files start),
-    else ``python -m upsnet_ros.node``."""
-    from upsnet_ros.node_process import NodeProcess
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-        executable = Path(get_package_prefix(PACKAGE)) / "lib" / PACKAGE / "upsnet_node"
-        if os.access(executable, os.X_OK):
-            return [str(executable)]
-    except (ImportError, PackageNotFoundError, ValueError):
-        pass
-    return NodeProcess.module_command()
-
-
 def node_arguments(args: argparse.Namespace, image_topic: str) -> list[str]:
     """ROS arguments of the node: namespace, params file, autostart, checkpoint, and the
     camera topic remapped as the launch file does (``image`` and ``image/compressed``)."""
@@ -121,7 +111,6 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
     settings and figures for the report."""
     import rclpy
 
-    from upsnet_ros.node_process import NodeProcess
     from upsnet_ros.tools.replay import Replayer
 
     index = index_input_bag(args.bag, args.image_topic)  # fails fast on a bad input bag
@@ -129,8 +118,8 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
         msgtype = topics(reader)[index.image_topic]
     process = None
     if not args.running_node:
-        process = NodeProcess(node_command(), node_arguments(args, index.image_topic),
-                              args.out / "node.log")
+        process = NodeProcess(NodeProcess.installed_command(),
+                              node_arguments(args, index.image_topic), args.out / "node.log")
     rclpy.init()
     try:
         with open_writer(predictions_bag) as writer:
@@ -138,7 +127,8 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
             try:
                 replayer.wait_for_node(args.startup_timeout, process)
                 stats = replayer.run(args.bag, args.rate, args.frame_timeout,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, process=process,
+                                     startup_timeout=args.startup_timeout)
             finally:
                 replayer.destroy()
     finally:
@@ -147,10 +137,11 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
     return {"rate": "max" if args.rate is None else args.rate, "namespace": args.namespace,
             "checkpoint": args.checkpoint or "(node default)",
             "params": None if args.running_node else str(params_file(args)),
-            "node": "running" if args.running_node else " ".join(node_command()),
+            "node": "running" if args.running_node else " ".join(NodeProcess.installed_command()),
             "node_log": None if process is None else str(process.log_path),
             "node_exit_code": exit_code, "published": stats.published,
             "seconds": stats.seconds, "timed_out": len(stats.timed_out),
+            "node_restarts": len(stats.node_deaths), "node_death_exit_codes": stats.node_deaths,
             "fastdds_builtin_transports": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")}
 
 
@@ -182,6 +173,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"replay_eval: {error}", file=sys.stderr)
         return 2
     print(summary(evaluation.report))
+    for bag, problems in evaluation.report["bag_problems"].items():
+        if problems:
+            print(f"replay_eval: {bag.replace('_', ' ')} is damaged: {len(problems)} problems "
+                  "(damage, messages skipped with topic and stamp; all in report.json "
+                  "bag_problems):\n  " + "\n  ".join(problems[:10]), file=sys.stderr)
     print(f"report: {args.out / 'report.md'} ({args.out / 'report.json'}, plots in {args.out})")
     return 0
 
