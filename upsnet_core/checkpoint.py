@@ -15,7 +15,7 @@ from torch import nn
 
 from .atomic import write_atomic
 from .config import UPSNetConfig, config_from_dict
-from .modeling import UPSNet, build_upsnet
+from .modeling import PanopticModel, build_model
 
 FORMAT = "upsnet-checkpoint"
 FORMAT_VERSION = 1
@@ -68,7 +68,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"objects other than tensors and plain data ({type(error).__name__}: "
                               f"{str(error).splitlines()[0] if str(error) else ''})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an UPSNet checkpoint (no '{FORMAT}' format marker)")
+        raise CheckpointError(f"{path} is not an UPSNet-ROS checkpoint (no '{FORMAT}' format marker)")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {payload.get('format_version')}, "
                               f"this code reads version {FORMAT_VERSION}")
@@ -79,11 +79,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return {"config": config, "model": payload["model"], "extra": payload.get("extra", {})}
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UPSNet, UPSNetConfig]:
-    """Build the model described by a checkpoint and load its weights (in eval mode)."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[PanopticModel, UPSNetConfig]:
+    """Build the model (of the architecture its config names) described by a checkpoint and
+    load its weights (in eval mode)."""
     contents = read_checkpoint(path, map_location)
     config = contents["config"]
-    model = build_upsnet(config)
+    model = build_model(config)
     try:
         model.load_state_dict(contents["model"])
     except RuntimeError as error:

@@ -24,6 +24,14 @@ def labels_at_stride(labels: Tensor, stride: int, size: tuple[int, int], fill: i
     return sampled.masked_fill(outside, fill)
 
 
+def semantic_at_stride(targets: list[dict[str, Tensor]], stride: int,
+                       size: tuple[int, int]) -> Tensor:
+    """The targets' ``semantic`` maps on the stride grid of ``size (h, w)``: ``(N, h, w)``
+    int64, IGNORE_INDEX outside the images."""
+    return torch.stack([labels_at_stride(t["semantic"], stride, size, IGNORE_INDEX)
+                        for t in targets])
+
+
 def sample_labels_in_boxes(labels: Tensor, boxes: Tensor, size: int) -> Tensor:
     """Labels at the ``size x size`` bin centres of each box: ``(K, size, size)``.
 
