@@ -5,7 +5,6 @@ FPN, Panoptic-DeepLab or HPS, over real rclpy + Fast DDS, and publishes the same
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest

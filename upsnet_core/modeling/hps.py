@@ -25,17 +25,16 @@ from torchvision.models.detection.image_list import ImageList
 from ..categories import CategorySet
 from ..config import HPSConfig, InferenceConfig, LossWeights, UPSNetConfig
 from . import postprocess as post
-from .backbone import build_backbone
-from .grid import HEAD_STRIDE, upsample_logits
+from .grid import HEAD_STRIDE
 from .hps_fusion import (canvas_collection, fused_logits, initial_segmentation_image,
                          merge_canvases, soft_argmax)
-from .instance_head import InstanceHead, build_instance_head
+from .instance_head import InstanceHead
 from .panoptic_head import panoptic_loss
 from .preprocess import ImageBatcher
-from .proposal_based import ProposalPanopticModel
+from .proposal_based import ProposalPanopticModel, proposal_parts
 from .semantic_fpn import NUM_LEVELS, UpsamplingStages, conv_norm_relu
 from .semantic_head import semantic_loss
-from .targets import check_targets, labels_at_stride, panoptic_target, semantic_at_stride
+from .targets import labels_at_stride, on_loss_grid, panoptic_target
 
 
 class HPSSemanticHead(nn.Module):
@@ -80,18 +79,14 @@ class HPS(ProposalPanopticModel):
 
     # ------------------------------------------------------------------ training
     def losses(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        batch = self.batcher(images)
-        check_targets(targets, batch.image_sizes, self.categories)
-        features, levels = self.features(batch)
-        losses = self.instance_losses(batch, features, targets)
+        batch, features, levels, losses = self.training_step_start(images, targets)
         boxes, labels = [t["boxes"] for t in targets], [t["labels"] for t in targets]
         mask_logits = self.instance_head.mask_logits(features, boxes, labels, batch.image_sizes)
         weights = [torch.ones(len(b), device=b.device) for b in boxes]
         logits = self._semantic(levels, boxes, labels, weights, mask_logits)
         stride = self.loss_stride
-        grid_logits = upsample_logits(logits, stride)
+        grid_logits, semantic = on_loss_grid(logits, targets, stride)
         size = tuple(grid_logits.shape[-2:])
-        semantic = semantic_at_stride(targets, stride, size)
         losses["loss_semantic"] = semantic_loss(grid_logits, semantic)
         num_stuff = self.categories.num_stuff
         fused, panoptic = [], []
@@ -146,16 +141,13 @@ class HPS(ProposalPanopticModel):
 
 
 def build_hps(config: UPSNetConfig) -> HPS:
-    categories = config.category_set()
-    model = config.model
-    backbone = build_backbone(model.backbone)
-    channels = backbone.out_channels
+    parts = proposal_parts(config)
+    categories, model = parts["categories"], config.model
     hps = model.hps
     return HPS(
-        batcher=ImageBatcher(model.input), backbone=backbone,
-        instance_head=build_instance_head(model.rpn, model.roi_heads, channels, categories.num_things),
-        semantic_head=HPSSemanticHead(channels, model.semantic_head.channels, categories.num_classes,
+        **parts,
+        semantic_head=HPSSemanticHead(parts["backbone"].out_channels, model.semantic_head.channels,
+                                      categories.num_classes,
                                       categories.num_things if hps.initial_segmentation_image else 0,
                                       hps.refine_blocks),
-        categories=categories, loss_weights=model.loss_weights, inference=model.inference,
         hps=hps, loss_stride=model.loss_stride)

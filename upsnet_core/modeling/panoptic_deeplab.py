@@ -29,11 +29,11 @@ from . import postprocess as post
 from .backbone import build_backbone
 from .center_grouping import find_centers, group_pixels, majority_vote, panoptic_channels
 from .deeplab_targets import center_loss, hard_pixel_loss, instance_targets, offset_loss
-from .grid import decision_grid_logits, upsample_logits
+from .grid import decision_grid_logits
 from .meta_arch import PanopticModel
 from .preprocess import ImageBatcher
 from .semantic_fpn import conv_norm_relu, group_norm
-from .targets import check_targets, semantic_at_stride
+from .targets import check_targets, on_loss_grid
 
 _DECODER_LEVELS = ("0", "1", "2")  # P2 (1/4), P3 (1/8), P4 (1/16)
 
@@ -121,9 +121,8 @@ class PanopticDeepLab(PanopticModel):
         batch = self.batcher(images)
         check_targets(targets, batch.image_sizes, self.categories)
         stride = self.loss_stride
-        outputs = upsample_logits(self.heads(self.levels(batch.tensors)), stride)
+        outputs, semantic = on_loss_grid(self.heads(self.levels(batch.tensors)), targets, stride)
         size = tuple(outputs.shape[-2:])
-        semantic = semantic_at_stride(targets, stride, size)
         settings = self.settings
         per_image = [instance_targets(t["masks"], s, self.categories.num_stuff, size, stride,
                                       settings.center_sigma, settings.small_instance_area,

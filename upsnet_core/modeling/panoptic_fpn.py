@@ -3,17 +3,16 @@ branch on one ResNet-FPN, combined by the heuristic merge (instances by score wi
 overlap, stuff from the semantic branch elsewhere)."""
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..config import UPSNetConfig
-from .backbone import build_backbone
-from .grid import upsample_logits
-from .instance_head import build_instance_head
+from ..categories import CategorySet
+from ..config import InferenceConfig, LossWeights, UPSNetConfig
+from .instance_head import InstanceHead
 from .preprocess import ImageBatcher
-from .proposal_based import ProposalPanopticModel
+from .proposal_based import ProposalPanopticModel, proposal_parts
 from .semantic_fpn import SemanticFPNHead
 from .semantic_head import semantic_loss
-from .targets import check_targets, semantic_at_stride
+from .targets import on_loss_grid
 
 
 class PanopticFPN(ProposalPanopticModel):
@@ -22,31 +21,25 @@ class PanopticFPN(ProposalPanopticModel):
 
     merges = ("heuristic",)
 
-    def __init__(self, *args, loss_stride: int, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, batcher: ImageBatcher, backbone: nn.Module, instance_head: InstanceHead,
+                 semantic_head: SemanticFPNHead, categories: CategorySet,
+                 loss_weights: LossWeights, inference: InferenceConfig, loss_stride: int):
+        super().__init__(batcher, backbone, instance_head, semantic_head, categories,
+                         loss_weights, inference)
         self.loss_stride = loss_stride
 
     def losses(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        batch = self.batcher(images)
-        check_targets(targets, batch.image_sizes, self.categories)
-        features, levels = self.features(batch)
-        losses = self.instance_losses(batch, features, targets)
-        logits = upsample_logits(self.semantic_head(levels), self.loss_stride)
-        semantic = semantic_at_stride(targets, self.loss_stride, tuple(logits.shape[-2:]))
+        _, _, levels, losses = self.training_step_start(images, targets)
+        logits, semantic = on_loss_grid(self.semantic_head(levels), targets, self.loss_stride)
         losses["loss_semantic"] = semantic_loss(logits, semantic)
         return self.weighted(losses)
 
 
 def build_panoptic_fpn(config: UPSNetConfig) -> PanopticFPN:
-    categories = config.category_set()
-    model = config.model
-    backbone = build_backbone(model.backbone)
-    channels = backbone.out_channels
-    head = model.semantic_head
+    parts = proposal_parts(config)
+    head = config.model.semantic_head
     return PanopticFPN(
-        batcher=ImageBatcher(model.input), backbone=backbone,
-        instance_head=build_instance_head(model.rpn, model.roi_heads, channels, categories.num_things),
-        semantic_head=SemanticFPNHead(channels, head.channels, categories.num_classes,
-                                      head.norm_groups),
-        categories=categories, loss_weights=model.loss_weights, inference=model.inference,
-        loss_stride=model.loss_stride)
+        **parts,
+        semantic_head=SemanticFPNHead(parts["backbone"].out_channels, head.channels,
+                                      parts["categories"].num_classes, head.norm_groups),
+        loss_stride=config.model.loss_stride)

@@ -10,14 +10,16 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
 from ..categories import CategorySet
-from ..config import InferenceConfig, LossWeights
+from ..config import InferenceConfig, LossWeights, UPSNetConfig
 from ..profiling import Timer, no_timer
 from . import postprocess as post
 from .grid import decision_grid_logits
-from .instance_head import InstanceHead
+from .backbone import build_backbone
+from .instance_head import InstanceHead, build_instance_head
 from .meta_arch import PanopticModel
 from .panoptic_head import paste_mask_logits
 from .preprocess import ImageBatcher
+from .targets import check_targets
 
 SEMANTIC_LEVELS = ("0", "1", "2", "3")
 """Backbone outputs the semantic branches read: P2..P5."""
@@ -96,12 +98,16 @@ class ProposalPanopticModel(PanopticModel):
         """The architecture's own merge of one image (see :meth:`_panoptic_result`)."""
         raise NotImplementedError
 
-    def instance_losses(self, batch: ImageList, features: dict[str, Tensor],
-                        targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        """Unweighted RPN, box and mask losses (torchvision's)."""
+    def training_step_start(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]]
+                            ) -> tuple[ImageList, dict[str, Tensor], list[Tensor], dict[str, Tensor]]:
+        """The batch (targets checked against it), the backbone outputs, P2..P5 and the
+        unweighted RPN, box and mask losses (torchvision's) of a training step."""
+        batch = self.batcher(images)
+        check_targets(targets, batch.image_sizes, self.categories)
+        features, levels = self.features(batch)
         proposals, losses = self.instance_head.propose(batch, features, targets)
         losses.update(self.instance_head.losses(features, proposals, batch.image_sizes, targets))
-        return losses
+        return batch, features, levels, losses
 
     def detections(self, batch: ImageList, features: dict[str, Tensor],
                    timer: Timer) -> tuple[list[dict[str, Tensor]], list[Tensor]]:
@@ -142,3 +148,16 @@ class ProposalPanopticModel(PanopticModel):
                                            self.inference_config.mask_overlap_threshold)
         return self.channels_result(channels, num_stuff + detections["labels"] - 1,
                                     detections["scores"], input_size, output_size, stride)
+
+
+def proposal_parts(config: UPSNetConfig) -> dict:
+    """The constructor arguments every :class:`ProposalPanopticModel` takes from ``config``
+    (batcher, ResNet-FPN backbone, instance head, categories, loss weights, inference);
+    the semantic head is the architecture's own."""
+    categories = config.category_set()
+    model = config.model
+    backbone = build_backbone(model.backbone)
+    return dict(batcher=ImageBatcher(model.input), backbone=backbone,
+                instance_head=build_instance_head(model.rpn, model.roi_heads, backbone.out_channels,
+                                                  categories.num_things),
+                categories=categories, loss_weights=model.loss_weights, inference=model.inference)

@@ -6,15 +6,13 @@ from torch import Tensor, nn
 from ..categories import CategorySet
 from ..config import InferenceConfig, LossWeights, UPSNetConfig
 from . import postprocess as post
-from .backbone import build_backbone
-from .grid import HEAD_STRIDE, upsample_logits
-from .instance_head import InstanceHead, build_instance_head
+from .grid import HEAD_STRIDE
+from .instance_head import InstanceHead
 from .panoptic_head import PanopticHead, panoptic_loss, paste_mask_logits
 from .preprocess import ImageBatcher
-from .proposal_based import ProposalPanopticModel
+from .proposal_based import ProposalPanopticModel, proposal_parts
 from .semantic_head import SemanticHead, semantic_loss, semantic_roi_loss
-from .targets import (check_targets, labels_at_stride, panoptic_target, sample_unknown,
-                      semantic_at_stride)
+from .targets import labels_at_stride, on_loss_grid, panoptic_target, sample_unknown
 
 
 class UPSNet(ProposalPanopticModel):
@@ -40,15 +38,9 @@ class UPSNet(ProposalPanopticModel):
     # ------------------------------------------------------------------ training
     def losses(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """The eight losses, each multiplied by its weight from the config."""
-        batch = self.batcher(images)
-        check_targets(targets, batch.image_sizes, self.categories)
-        features, levels = self.features(batch)
-        losses = self.instance_losses(batch, features, targets)
+        batch, features, levels, losses = self.training_step_start(images, targets)
         logits = self.semantic_head(levels)
-        stride = self.loss_stride
-        grid_logits = upsample_logits(logits, stride)
-        size = tuple(grid_logits.shape[-2:])
-        semantic = semantic_at_stride(targets, stride, size)
+        grid_logits, semantic = on_loss_grid(logits, targets, self.loss_stride)
         boxes = [t["boxes"] for t in targets]
         losses["loss_semantic"] = semantic_loss(grid_logits, semantic)
         losses["loss_semantic_roi"] = semantic_roi_loss(
@@ -56,7 +48,7 @@ class UPSNet(ProposalPanopticModel):
         mask_logits = self.instance_head.mask_logits(
             features, boxes, [t["labels"] for t in targets], batch.image_sizes)
         losses["loss_panoptic"] = self._panoptic_loss(grid_logits, semantic, targets, mask_logits,
-                                                      stride)
+                                                      self.loss_stride)
         return self.weighted(losses)
 
     def _panoptic_loss(self, logits: Tensor, semantic: Tensor, targets: list[dict[str, Tensor]],
@@ -101,21 +93,15 @@ class UPSNet(ProposalPanopticModel):
 
 def build_upsnet(config: UPSNetConfig) -> UPSNet:
     """Build an (untrained, or backbone-initialised) UPSNet from a config."""
-    categories = config.category_set()
+    parts = proposal_parts(config)
     model = config.model
-    backbone = build_backbone(model.backbone)
-    channels = backbone.out_channels
     head = model.semantic_head
     return UPSNet(
-        batcher=ImageBatcher(model.input),
-        backbone=backbone,
-        instance_head=build_instance_head(model.rpn, model.roi_heads, channels, categories.num_things),
-        semantic_head=SemanticHead(channels, head.channels, head.num_deform_layers,
-                                   categories.num_classes, head.norm_groups),
-        panoptic_head=PanopticHead(categories.num_stuff),
-        categories=categories,
-        loss_weights=model.loss_weights,
-        inference=model.inference,
+        **parts,
+        semantic_head=SemanticHead(parts["backbone"].out_channels, head.channels,
+                                   head.num_deform_layers, parts["categories"].num_classes,
+                                   head.norm_groups),
+        panoptic_head=PanopticHead(parts["categories"].num_stuff),
         unknown_fraction=model.unknown_fraction,
         loss_stride=model.loss_stride,
     )
