@@ -68,7 +68,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"objects other than tensors and plain data ({type(error).__name__}: "
                               f"{str(error).splitlines()[0] if str(error) else ''})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an UPSNet-ROS checkpoint (no '{FORMAT}' format marker)")
+        raise CheckpointError(f"{path} is not an UPSNet checkpoint (no '{FORMAT}' format marker)")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {payload.get('format_version')}, "
                               f"this code reads version {FORMAT_VERSION}")
