@@ -13,8 +13,8 @@ from ..categories import CategorySet
 from ..config import InferenceConfig, LossWeights, UPSNetConfig
 from ..profiling import Timer, no_timer
 from . import postprocess as post
-from .grid import decision_grid_logits
 from .backbone import build_backbone
+from .grid import decision_grid_logits
 from .instance_head import InstanceHead, build_instance_head
 from .meta_arch import PanopticModel
 from .panoptic_head import paste_mask_logits
