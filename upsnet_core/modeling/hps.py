@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.image_list import ImageList
 
 from ..categories import CategorySet
 from ..config import HPSConfig, InferenceConfig, LossWeights, UPSNetConfig
@@ -121,7 +120,7 @@ class HPS(ProposalPanopticModel):
         return [{**d, "labels": soft_argmax(l[:, 1:], self.beta)} for d, l in zip(detections, logits)]
 
     def semantic_logits(self, levels: list[Tensor], detections: list[dict[str, Tensor]],
-                        mask_logits: list[Tensor], batch: ImageList) -> Tensor:
+                        mask_logits: list[Tensor]) -> Tensor:
         return self._semantic(levels, [d["boxes"] for d in detections],
                               [d["labels"] for d in detections],
                               [d["scores"] for d in detections], mask_logits)

@@ -64,13 +64,13 @@ class ProposalPanopticModel(PanopticModel):
         output_sizes = self.check_output_sizes(output_sizes, sizes)
         kept, mask_logits = self.detections(batch, features, timer)
         with timer("semantic_head"):
-            logits = self.semantic_logits(levels, kept, mask_logits, batch)
+            logits = self.semantic_logits(levels, kept, mask_logits)
         with timer("panoptic_postprocess"):
             return [self._panoptic_result(l, d, m, s, o, merge)
                     for l, d, m, s, o in zip(logits, kept, mask_logits, sizes, output_sizes)]
 
     def semantic_logits(self, levels: list[Tensor], detections: list[dict[str, Tensor]],
-                        mask_logits: list[Tensor], batch: ImageList) -> Tensor:
+                        mask_logits: list[Tensor]) -> Tensor:
         """``(N, num_classes, H/4, W/4)`` semantic logits (stuff first) of P2..P5."""
         return self.semantic_head(levels)
 
