@@ -1,18 +1,27 @@
-"""One shared set of model tests, run over every architecture variant we ship."""
+"""One shared set of model tests, run over every architecture and variant we ship."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 
 import pytest
 import torch
 
 from conftest import CONFIG_DIR, box_target
+from upsnet_core.checkpoint import load_model, save_checkpoint
 from upsnet_core.config import config_from_dict, load_config
-from upsnet_core.modeling import SEMANTIC_UNKNOWN, build_upsnet
-from upsnet_core.modeling.upsnet import decision_grid_logits
+from upsnet_core.modeling import SEMANTIC_UNKNOWN, build_model
+from upsnet_core.modeling.grid import decision_grid_logits
 
-EXPECTED_LOSSES = {"loss_rpn_objectness", "loss_rpn_box", "loss_box_cls", "loss_box_reg",
-                   "loss_mask", "loss_semantic", "loss_semantic_roi", "loss_panoptic"}
+_MASK_RCNN_LOSSES = {"loss_rpn_objectness", "loss_rpn_box", "loss_box_cls", "loss_box_reg",
+                     "loss_mask", "loss_semantic"}
+EXPECTED_LOSSES = {
+    "upsnet": _MASK_RCNN_LOSSES | {"loss_semantic_roi", "loss_panoptic"},
+    "panoptic_fpn": _MASK_RCNN_LOSSES,
+    "hps": _MASK_RCNN_LOSSES | {"loss_panoptic"},
+    "panoptic_deeplab": {"loss_semantic", "loss_center", "loss_offset"},
+}
 
 
 def _variant(name: str):
@@ -23,13 +32,42 @@ def _variant(name: str):
     return load_config(CONFIG_DIR / f"{name}.yaml")
 
 
-VARIANTS = ["upsnet_small", "small_global_context", "upsnet_cityscapes_r50", "upsnet_coco_r50"]
+VARIANTS = ["upsnet_small", "small_global_context", "upsnet_cityscapes_r50", "upsnet_coco_r50",
+            "panoptic_fpn_small", "panoptic_fpn_cityscapes_r50", "hps_small",
+            "hps_cityscapes_r50", "panoptic_deeplab_small", "panoptic_deeplab_cityscapes_r50"]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
-def model(request):
+def config(request):
+    return _variant(request.param)
+
+
+@pytest.fixture(scope="module")
+def model(config):
     torch.manual_seed(0)
-    return build_upsnet(_variant(request.param))
+    return build_model(config)
+
+
+def _architecture(model) -> str:
+    return {"UPSNet": "upsnet", "PanopticFPN": "panoptic_fpn", "HPS": "hps",
+            "PanopticDeepLab": "panoptic_deeplab"}[type(model).__name__]
+
+
+def _with_inference(model, **settings):
+    """A copy of the model's inference settings with ``settings`` changed."""
+    return dataclasses.replace(model.inference_config, **settings)
+
+
+def _no_instance_can_pass(model):
+    if _architecture(model) == "panoptic_deeplab":
+        return _with_inference(model, center_threshold=math.inf)
+    return _with_inference(model, score_threshold=1.0)
+
+
+def _every_instance_passes(model, **settings):
+    if _architecture(model) == "panoptic_deeplab":
+        return _with_inference(model, center_threshold=-math.inf, **settings)
+    return _with_inference(model, score_threshold=0.0, **settings)
 
 
 def _targets(model, sizes):
@@ -44,7 +82,7 @@ def test_forward_backward_all_losses_finite(model):
     sizes = [(75, 99), (64, 90)]  # not multiples of 32, different sizes in one batch
     images = [torch.rand(3, *s) for s in sizes]
     losses = model(images, _targets(model, sizes))
-    assert set(losses) == EXPECTED_LOSSES
+    assert set(losses) == EXPECTED_LOSSES[_architecture(model)]
     for name, value in losses.items():
         assert torch.isfinite(value), name
     sum(losses.values()).backward()
@@ -54,11 +92,13 @@ def test_forward_backward_all_losses_finite(model):
 
 
 def test_panoptic_loss_reaches_semantic_head_mask_head_and_backbone(model):
+    if "loss_panoptic" not in EXPECTED_LOSSES[_architecture(model)]:
+        pytest.skip("this architecture has no panoptic loss (its merge is not trained)")
     model.train()
     sizes = [(64, 96), (64, 96)]
     losses = model([torch.rand(3, *s) for s in sizes], _targets(model, sizes))
     parts = {
-        "semantic head": model.semantic_head.classifier.weight,
+        "semantic head": list(model.semantic_head.parameters())[-1],
         "mask head": model.instance_head.roi_heads.mask_predictor.mask_fcn_logits.weight,
         "backbone": model.backbone.fpn.layer_blocks[0][0].weight,
     }
@@ -95,9 +135,7 @@ def test_inference_sizes_and_encoding(model):
 
 def test_inference_with_zero_detections(model):
     model.eval()
-    strict = copy.copy(model.inference_config)
-    strict.score_threshold = 1.0  # no detection can pass
-    original, model.inference_config = model.inference_config, strict
+    original, model.inference_config = model.inference_config, _no_instance_can_pass(model)
     try:
         result = model([torch.rand(3, 64, 80)])[0]
     finally:
@@ -129,24 +167,45 @@ def test_output_size_maps_labels_back(model):
         assert int((result.panoptic == segment["id"]).sum()) == segment["area"]
 
 
-def test_heuristic_merge_gives_a_valid_label_image(model):
+def test_every_merge_gives_a_valid_label_image(model):
     model.eval()
-    model.inference_config.score_threshold, original = 0.0, model.inference_config.score_threshold
+    original, model.inference_config = model.inference_config, _every_instance_passes(model)
     try:
-        result = model.predict([torch.rand(3, 64, 96)], merge="heuristic")[0]
+        for merge in model.merges:
+            result = model.predict([torch.rand(3, 64, 96)], merge=merge)[0]
+            assert {s["id"] for s in result.segments} == set(result.panoptic.unique().tolist()) - {0}
+            assert any(s["isthing"] for s in result.segments), merge
     finally:
-        model.inference_config.score_threshold = original
-    assert {s["id"] for s in result.segments} == set(result.panoptic.unique().tolist()) - {0}
-    with pytest.raises(ValueError, match="merge must be"):
+        model.inference_config = original
+    with pytest.raises(ValueError, match="merge must be one of"):
         model.predict([torch.rand(3, 32, 32)], merge="average")
+
+
+def test_checkpoint_exported_in_half_precision_rebuilds_its_architecture(model, config, tmp_path):
+    """The export path (``save_checkpoint(half=True)``) of every architecture: the file
+    holds float16 weights and names its architecture; it loads back into a float32 model
+    of the same class whose weights are the originals rounded to float16, and which gives
+    a label image of the output contract."""
+    model.eval()
+    path = save_checkpoint(tmp_path / "half.pt", model, config, half=True)
+    weights = torch.load(path, weights_only=True)["model"]
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    loaded, loaded_config = load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded_config.model.architecture == config.model.architecture
+    for name, value in loaded.state_dict().items():
+        original = model.state_dict()[name]
+        expected = original.half().float() if original.is_floating_point() else original
+        assert torch.equal(value, expected), name
+    result = loaded([torch.rand(3, 40, 56)])[0]
+    assert {s["id"] for s in result.segments} == set(result.panoptic.unique().tolist()) - {0}
 
 
 @pytest.mark.parametrize("stride", [2, 4])
 def test_decision_stride_sets_the_grid_of_the_label_image(model, stride):
     model.eval()
-    config = copy.copy(model.inference_config)
-    config.decision_stride, config.score_threshold = stride, 0.0
-    original, model.inference_config = model.inference_config, config
+    original = model.inference_config
+    model.inference_config = _every_instance_passes(model, decision_stride=stride)
     try:
         result = model([torch.rand(3, 64, 96)])[0]
     finally:
@@ -169,14 +228,17 @@ def test_decision_grid_logits_interpolate_between_cell_centres():
     assert decision_grid_logits(logits, (12, 24), 4).shape == (1, 3, 6)
 
 
+# Not Panoptic-DeepLab: its semantic loss averages only the hardest 15 % of the pixels, so
+# one line of pixels need not enter it on either grid.
+@pytest.mark.parametrize("name", ["upsnet_small", "panoptic_fpn_small", "hps_small"])
 @pytest.mark.parametrize("loss_stride, sees_line", [(4, False), (1, True)])
-def test_loss_stride_sets_which_pixels_supervise_the_heads(small_config, loss_stride, sees_line):
+def test_loss_stride_sets_which_pixels_supervise_the_heads(name, loss_stride, sees_line):
     """A one-pixel line between the 1/4 grid's cell centres (columns 2, 6, 10, ...) changes
     the semantic and panoptic losses only when they are computed on the input grid."""
-    values = small_config.to_dict()
+    values = load_config(CONFIG_DIR / f"{name}.yaml").to_dict()
     values["model"]["loss_stride"] = loss_stride
     torch.manual_seed(0)
-    model = build_upsnet(config_from_dict(values)).train()
+    model = build_model(config_from_dict(values)).train()
     image = torch.rand(3, 64, 96)
     plain = box_target(64, 96, [[40, 20, 70, 50]], [1], model.categories.num_stuff)
     with_line = copy.deepcopy(plain)
@@ -185,5 +247,5 @@ def test_loss_stride_sets_which_pixels_supervise_the_heads(small_config, loss_st
     for target in (plain, with_line):
         torch.manual_seed(1)  # same proposals sampled, same unknown instances
         losses.append(model([image], [target]))
-    for name in ("loss_semantic", "loss_panoptic"):
-        assert (losses[0][name] != losses[1][name]) == sees_line, name
+    for loss in {"loss_semantic", "loss_panoptic"} & set(losses[0]):
+        assert (losses[0][loss] != losses[1][loss]) == sees_line, loss

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a dataset split.
 
     python -m training.evaluate --checkpoint CK --data DIR --split val \\
-        [--merge upsnet|heuristic] [--out results.json] [--device auto] [--max-images N]
+        [--merge upsnet|heuristic|hps|center_grouping] [--out results.json] [--device auto] [--max-images N]
 
 Prints and writes PQ/SQ/RQ (All, Things, Stuff and per class), mIoU, mask AP (COCO
 protocol, from the label image's thing segments and their scores) and the median
@@ -25,7 +25,7 @@ from upsnet_core.config import UPSNetConfig
 from upsnet_core.data import DATASET_KINDS, PanopticDataset
 from upsnet_core.evaluation.pq import format_table
 from upsnet_core.inference import resolve_device
-from upsnet_core.modeling import UPSNet
+from upsnet_core.modeling import MERGES, UPSNet
 
 from .data import load_split
 from .settings import DataSettings, data_settings
@@ -40,8 +40,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--split", default="val")
     parser.add_argument("--kind", choices=sorted(DATASET_KINDS), default=None,
                         help="dataset kind (default: data.kind of the checkpoint's config)")
-    parser.add_argument("--merge", choices=("upsnet", "heuristic"), default="upsnet",
-                        help="panoptic head (upsnet) or the heuristic baseline")
+    parser.add_argument("--merge", choices=MERGES, default=None,
+                        help="default: the architecture's own (UPSNet: its panoptic head); "
+                             "heuristic: the baseline merge, for the proposal-based models")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")

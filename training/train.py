@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from upsnet_core.config import UPSNetConfig, load_config
 from upsnet_core.data import PanopticDataset
-from upsnet_core.modeling import build_upsnet
+from upsnet_core.modeling import build_model
 
 from .checkpoints import (CheckpointDirectory, Progress, Trainables, initialise_weights,
                           resume_training, save_training_checkpoint)
@@ -97,7 +97,7 @@ def _trainables(config: UPSNetConfig, training: TrainingSettings,
     """A freshly initialised model (per-rank seed) with its optimizer, schedule and gradient
     scaler; the scaler is enabled exactly when mixed precision is used (``amp`` on a GPU)."""
     seed_everything(training.seed + context.rank)
-    model = build_upsnet(config).to(context.device)
+    model = build_model(config).to(context.device)
     optimizer = build_optimizer(model, training)
     amp = training.amp and context.device.type == "cuda"
     return Trainables(model, optimizer, build_scheduler(optimizer, training),

@@ -24,7 +24,7 @@ import torch
 
 from upsnet_core.config import UPSNetConfig, parse_value, split_setting, with_inference_settings
 from upsnet_core.data import PanopticDataset
-from upsnet_core.modeling import UPSNet
+from upsnet_core.modeling import MERGES, UPSNet
 
 from .evaluate import load_evaluation
 from .settings import DataSettings
@@ -47,7 +47,7 @@ def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def tune(model: UPSNet, config: UPSNetConfig, dataset: PanopticDataset, data: DataSettings,
-         device: torch.device, grid: dict[str, list[Any]], merge: str = "upsnet",
+         device: torch.device, grid: dict[str, list[Any]], merge: str | None = None,
          max_images: Optional[int] = None) -> list[dict[str, Any]]:
     """``[{"settings": {...}, **headline metrics}]`` for every combination, best PQ first.
 
@@ -86,7 +86,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--split", default="tune", help="the tuning split (not the reported one)")
     parser.add_argument("--grid", required=True, nargs="+", metavar="KEY=V1,V2,...",
                         help="model.inference fields and the values to try")
-    parser.add_argument("--merge", choices=("upsnet", "heuristic"), default="upsnet")
+    parser.add_argument("--merge", choices=MERGES, default=None,
+                        help="default: the architecture's own merge")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")

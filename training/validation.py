@@ -43,7 +43,7 @@ def network_size(height: int, width: int, data: DataSettings,
 
 
 def evaluate_model(model: UPSNet, dataset: PanopticDataset, data: DataSettings,
-                   device: torch.device, merge: str = "upsnet",
+                   device: torch.device, merge: str | None = None,
                    max_images: Optional[int] = None, progress: bool = False) -> dict:
     """PQ (All/Things/Stuff and per class), mIoU, mask AP and inference time of ``model``
     on the first ``max_images`` (default all) items of ``dataset`` (loaded without
@@ -58,6 +58,7 @@ def evaluate_model(model: UPSNet, dataset: PanopticDataset, data: DataSettings,
         "timing": {"median_ms", "mean_ms", "device"}, "images": N, "merge": merge,
         "class_names": {category_id: name}}``.
     """
+    merge = model.resolve_merge(merge)  # None: the architecture's own
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     if count == 0:
         raise ValueError(f"no images to evaluate in {dataset.source}")

@@ -15,7 +15,7 @@ from torch import nn
 
 from .atomic import write_atomic
 from .config import UPSNetConfig, config_from_dict
-from .modeling import UPSNet, build_upsnet
+from .modeling import PanopticModel, build_model
 
 FORMAT = "upsnet-checkpoint"
 FORMAT_VERSION = 1
@@ -79,11 +79,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return {"config": config, "model": payload["model"], "extra": payload.get("extra", {})}
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UPSNet, UPSNetConfig]:
-    """Build the model described by a checkpoint and load its weights (in eval mode)."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[PanopticModel, UPSNetConfig]:
+    """Build the model (of the architecture its config names) described by a checkpoint and
+    load its weights (in eval mode)."""
     contents = read_checkpoint(path, map_location)
     config = contents["config"]
-    model = build_upsnet(config)
+    model = build_model(config)
     try:
         model.load_state_dict(contents["model"])
     except RuntimeError as error:

@@ -92,6 +92,14 @@ class InferenceConfig:
     """Long side, in pixels, at which camera images are given to the network (aspect ratio
     kept; ``0``: their own size). Stored with the model so that the node and ``predict``
     feed it images at the scale it was trained for."""
+    center_threshold: float = 0.1
+    """Panoptic-DeepLab: centre-heatmap peaks at or below this are not instance centres."""
+    center_kernel: int = 7
+    """Panoptic-DeepLab: side (decision-grid cells) of the max-pooling window of centre NMS."""
+    center_top_k: int = 200
+    """Panoptic-DeepLab: at most this many centres (highest heatmap values) per image."""
+    canvas_merge_iou: float = 0.5
+    """HPS: canvas layers of one class whose masks overlap by more than this IoU are merged."""
 
 
 @dataclass
@@ -104,6 +112,10 @@ class LossWeights:
     semantic: float = 1.0
     semantic_roi: float = 0.2
     panoptic: float = 0.5
+    center: float = 200.0
+    """Panoptic-DeepLab's centre-heatmap MSE (its paper's weight)."""
+    offset: float = 0.01
+    """Panoptic-DeepLab's offset L1, in pixels (its paper's weight)."""
 
 
 @dataclass
@@ -114,7 +126,71 @@ class InputConfig:
 
 
 @dataclass
+class PanopticDeepLabConfig:
+    """Panoptic-DeepLab's decoders, heads and semantic loss (Cheng et al., CVPR 2020)."""
+    aspp_channels: int = 256
+    atrous_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
+    """Dilation rates of the ASPP's three 3x3 branches (output stride 16)."""
+    semantic_decoder_channels: int = 256
+    instance_decoder_channels: int = 128
+    head_channels: int = 32
+    """Width of the 3x3 conv before each prediction layer (semantic, centre, offset)."""
+    norm_groups: int = 32
+    center_sigma: float = 8.0
+    """Standard deviation, in input pixels, of the Gaussian around each instance centre."""
+    hard_pixel_fraction: float = 0.15
+    """Hard-pixel mining: the semantic loss averages the worst this fraction of pixels."""
+    small_instance_area: int = 4096
+    """Pixels of instances smaller than this (input pixels) weigh ``small_instance_weight``."""
+    small_instance_weight: float = 3.0
+
+
+@dataclass
+class HPSConfig:
+    """HPS (Kniewasser et al.): soft-argmax fusion and the initial segmentation image."""
+    soft_argmax_beta: float = 100.0
+    """The large constant beta of the soft-argmax (HPS eq. 1)."""
+    initial_segmentation_image: bool = True
+    """Feed instance predictions back into the semantic branch (HPS + ISI, section 3.2)."""
+    refine_blocks: int = 4
+    """3x3 conv + BN + ReLU blocks after concatenating the ISI (section 3.2: four)."""
+
+
+ARCHITECTURES = ("upsnet", "panoptic_fpn", "panoptic_deeplab", "hps")
+"""Values of ``model.architecture``; ``upsnet_core.modeling.build_model`` builds each."""
+
+_PROPOSAL_BASED = frozenset({"upsnet", "panoptic_fpn", "hps"})
+_RPN_ROI_LOSSES = ("rpn_objectness", "rpn_box", "box_cls", "box_reg", "mask")
+
+ARCHITECTURE_KEYS: dict[str, frozenset[str]] = {
+    "rpn": _PROPOSAL_BASED,
+    "roi_heads": _PROPOSAL_BASED,
+    "semantic_head": _PROPOSAL_BASED,
+    "semantic_head.num_deform_layers": frozenset({"upsnet"}),
+    "unknown_fraction": frozenset({"upsnet"}),
+    "inference.nms_iou": _PROPOSAL_BASED,
+    "inference.score_threshold": _PROPOSAL_BASED,
+    "inference.mask_overlap_threshold": _PROPOSAL_BASED,
+    "inference.center_threshold": frozenset({"panoptic_deeplab"}),
+    "inference.center_kernel": frozenset({"panoptic_deeplab"}),
+    "inference.center_top_k": frozenset({"panoptic_deeplab"}),
+    "inference.canvas_merge_iou": frozenset({"hps"}),
+    **{f"loss_weights.{name}": _PROPOSAL_BASED for name in _RPN_ROI_LOSSES},
+    "loss_weights.semantic_roi": frozenset({"upsnet"}),
+    "loss_weights.panoptic": frozenset({"upsnet", "hps"}),
+    "loss_weights.center": frozenset({"panoptic_deeplab"}),
+    "loss_weights.offset": frozenset({"panoptic_deeplab"}),
+    "panoptic_deeplab": frozenset({"panoptic_deeplab"}),
+    "hps": frozenset({"hps"}),
+}
+"""Keys of ``model`` (dotted paths) that only some architectures read. A config of another
+architecture that sets one is an error, and checkpoints store only their own."""
+
+
+@dataclass
 class ModelConfig:
+    architecture: str = "upsnet"
+    """One of :data:`ARCHITECTURES`: which meta-architecture the config builds."""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
@@ -129,6 +205,8 @@ class ModelConfig:
     heads' own grid, labels taken at cell centres; 1 or 2 = the heads' logits (and the
     pasted mask logits) upsampled bilinearly, as inference does with ``decision_stride``,
     so thin and small regions that fall between cell centres are supervised too."""
+    panoptic_deeplab: PanopticDeepLabConfig = field(default_factory=PanopticDeepLabConfig)
+    hps: HPSConfig = field(default_factory=HPSConfig)
 
 
 @dataclass
@@ -147,7 +225,17 @@ class UPSNetConfig:
         return dataclasses.replace(self, categories=self.category_set().to_list())
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain mapping of the config; ``model`` holds only the keys its architecture reads."""
+        values = dataclasses.asdict(self)
+        architecture = self.model.architecture
+        for path, owners in ARCHITECTURE_KEYS.items():
+            if architecture not in owners:
+                *sections, key = path.split(".")
+                parent = values["model"]
+                for section in sections:
+                    parent = parent.get(section, {})
+                parent.pop(key, None)
+        return values
 
 
 def build_section(cls: type, values: Any, path: str):
@@ -188,8 +276,33 @@ def _typed(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
+def check_architecture_keys(values: dict) -> None:
+    """Raise when ``model.architecture`` is unknown or the ``model`` mapping sets a key that
+    only other architectures read (:data:`ARCHITECTURE_KEYS`)."""
+    model = values.get("model") if isinstance(values, dict) else None
+    if not isinstance(model, dict):
+        return  # build_section reports a malformed section
+    architecture = model.get("architecture", "upsnet")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown model.architecture {architecture!r}; known architectures: "
+                         f"{list(ARCHITECTURES)}")
+    for path, owners in ARCHITECTURE_KEYS.items():
+        if architecture not in owners and _has_path(model, path.split(".")):
+            raise ValueError(f"config key 'model.{path}' belongs to architecture(s) "
+                             f"{sorted(owners)}, not to model.architecture {architecture!r}")
+
+
+def _has_path(values: dict, keys: list[str]) -> bool:
+    for key in keys:
+        if not isinstance(values, dict) or key not in values:
+            return False
+        values = values[key]
+    return True
+
+
 def config_from_dict(values: dict) -> UPSNetConfig:
     """Validate a nested mapping (YAML or checkpoint) into an :class:`UPSNetConfig`."""
+    check_architecture_keys(values)
     config = build_section(UPSNetConfig, values, "")
     validate(config)
     return config
@@ -267,3 +380,12 @@ def validate(config: UPSNetConfig) -> None:
         raise ValueError("model.input.pixel_mean and pixel_std need 3 values (RGB)")
     if model.input.size_divisibility % 32:
         raise ValueError("model.input.size_divisibility must be a multiple of 32 (the stride of P5)")
+    if model.inference.center_kernel < 1 or model.inference.center_kernel % 2 == 0:
+        raise ValueError("model.inference.center_kernel must be an odd number >= 1 (the centre "
+                         f"NMS window is centred on its cell), got {model.inference.center_kernel}")
+    if model.inference.center_top_k < 1:
+        raise ValueError(f"model.inference.center_top_k must be >= 1, got {model.inference.center_top_k}")
+    if not 0.0 < model.panoptic_deeplab.hard_pixel_fraction <= 1.0:
+        raise ValueError("model.panoptic_deeplab.hard_pixel_fraction must be in (0, 1]")
+    if model.hps.refine_blocks < 1:
+        raise ValueError("model.hps.refine_blocks must be >= 1")

@@ -12,7 +12,7 @@ from torch import nn
 from .checkpoint import load_model
 from .data.transforms import resize_image
 from .config import UPSNetConfig
-from .modeling import PanopticResult, UPSNet
+from .modeling import PanopticModel, PanopticResult, UPSNet
 from .onnx_export import export_onnx
 from .onnx_runtime import OnnxRuntimeNetwork
 
@@ -86,10 +86,11 @@ class Predictor:
 
     ``backend="onnxruntime"`` runs the network from ``onnx_model`` (exported from this
     model into a temporary folder when None) on the CPU; the model still supplies the
-    categories and the post-processing thresholds.
+    categories and the post-processing thresholds. ONNX export covers UPSNet checkpoints;
+    other architectures run with ``backend="torch"``.
     """
 
-    def __init__(self, model: UPSNet, config: UPSNetConfig, device: str = "auto",
+    def __init__(self, model: PanopticModel, config: UPSNetConfig, device: str = "auto",
                  input_long_side: int | None = None, backend: str = "torch",
                  onnx_model: str | Path | None = None):
         if input_long_side is not None and input_long_side < 0:

@@ -54,7 +54,7 @@ class NetworkGraph(nn.Module):
         model = self.model
         sizes = [(image_size[0], image_size[1])]
         batch = ImageList(images, sizes)
-        features, levels = model._features(batch)
+        features, levels = model.features(batch)
         proposals, _ = model.instance_head.propose(batch, features)
         detections = model.instance_head.detect(features, proposals, sizes)[0]
         boxes, labels = detections["boxes"], detections["labels"]

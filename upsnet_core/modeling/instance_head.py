@@ -92,6 +92,18 @@ class InstanceHead(nn.Module):
                                                              proposals, image_sizes)
         return [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)]
 
+    def class_logits(self, features: dict[str, Tensor], boxes: list[Tensor],
+                     image_sizes: list[tuple[int, int]]) -> list[Tensor]:
+        """The box classifier's logits ``(K_i, num_things + 1)`` (background first) of
+        given boxes, per image."""
+        counts = [len(b) for b in boxes]
+        if sum(counts) == 0:
+            classes = self.roi_heads.box_predictor.cls_score.out_features
+            return [features["0"].new_zeros((0, classes)) for _ in boxes]
+        heads = self.roi_heads
+        logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, boxes, image_sizes)))
+        return list(logits.split(counts))
+
     def mask_logits(self, features: dict[str, Tensor], boxes: list[Tensor], labels: list[Tensor],
                     image_sizes: list[tuple[int, int]]) -> list[Tensor]:
         """Mask logits ``(K_i, 28, 28)`` of each box's own class, per image."""

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from ..categories import IGNORE_INDEX, CategorySet
+from .grid import upsample_logits
 
 
 def labels_at_stride(labels: Tensor, stride: int, size: tuple[int, int], fill: int) -> Tensor:
@@ -22,6 +23,22 @@ def labels_at_stride(labels: Tensor, stride: int, size: tuple[int, int], fill: i
     outside_cols = cols - stride // 2 >= width
     outside = outside_rows[:, None] | outside_cols[None, :]
     return sampled.masked_fill(outside, fill)
+
+
+def semantic_at_stride(targets: list[dict[str, Tensor]], stride: int,
+                       size: tuple[int, int]) -> Tensor:
+    """The targets' ``semantic`` maps on the stride grid of ``size (h, w)``: ``(N, h, w)``
+    int64, IGNORE_INDEX outside the images."""
+    return torch.stack([labels_at_stride(t["semantic"], stride, size, IGNORE_INDEX)
+                        for t in targets])
+
+
+def on_loss_grid(logits: Tensor, targets: list[dict[str, Tensor]],
+                 stride: int) -> tuple[Tensor, Tensor]:
+    """``logits (N, C, H/4, W/4)`` upsampled to the loss grid of ``stride`` input pixels,
+    and the targets' semantic labels on that grid ``(N, h, w)``."""
+    grid_logits = upsample_logits(logits, stride)
+    return grid_logits, semantic_at_stride(targets, stride, tuple(grid_logits.shape[-2:]))
 
 
 def sample_labels_in_boxes(labels: Tensor, boxes: Tensor, size: int) -> Tensor:

@@ -1,11 +1,12 @@
-"""Per-stage inference time of UPSNet on random images.
+"""Per-stage inference time of a panoptic model (any architecture) on random images.
 
     python -m upsnet_core.tools.benchmark --config CFG --height H --width W --runs N --json OUT
 
 Prints and writes the median milliseconds of each stage and of the whole inference, with
-the device used. JSON: ``stages_ms.{backbone,rpn,roi_heads,semantic_head,
-panoptic_postprocess}`` (backbone + FPN, RPN, RoI heads with pruning and mask logits,
-semantic head, panoptic head with all post-processing) and ``total_ms``, medians;
+the device used. JSON: ``stages_ms`` with the stages the architecture runs (UPSNet:
+``{backbone,rpn,roi_heads,semantic_head,panoptic_postprocess}``: backbone + FPN, RPN, RoI
+heads with pruning and mask logits, semantic head, panoptic head with all post-processing;
+every architecture ends with ``panoptic_postprocess``) and ``total_ms``, medians;
 ``stages_p90_ms`` and ``total_p90_ms``; ``panoptic_share_of_total``. The model runs as
 :class:`~upsnet_core.inference.Predictor` runs it (channels-last weights, inference
 mode). Without ``--checkpoint`` the weights are random; an untrained detector scores
@@ -27,10 +28,11 @@ import torch
 from ..checkpoint import load_model
 from ..config import load_config
 from ..inference import device_name, prepare_for_inference, resolve_device
-from ..modeling import build_upsnet
+from ..modeling import build_model
 from ..profiling import StageTimer
 
 STAGES = ("backbone", "rpn", "roi_heads", "semantic_head", "panoptic_postprocess")
+"""UPSNet's stages, in the order it runs them."""
 
 
 def timed_runs(methods: dict[str, Callable[[StageTimer], Any]], device: torch.device, runs: int,
@@ -49,11 +51,13 @@ def timed_runs(methods: dict[str, Callable[[StageTimer], Any]], device: torch.de
     return timers
 
 
-def medians(timer: StageTimer, stages: tuple[str, ...]) -> dict:
-    """``{stages_ms, stages_p90_ms, total_ms, total_p90_ms}`` of a :func:`timed_runs` timer."""
+def medians(timer: StageTimer, stages: tuple[str, ...] | None = None) -> dict:
+    """``{stages_ms, stages_p90_ms, total_ms, total_p90_ms}`` of a :func:`timed_runs` timer,
+    for ``stages`` (default: every stage the method reported, in the order it ran them)."""
     def p90(values: list[float]) -> float:
         return sorted(values)[int(0.9 * (len(values) - 1))]
     times = timer.times
+    stages = stages or tuple(s for s in times if s != "total")
     return {"stages_ms": {s: statistics.median(times[s]) for s in stages},
             "stages_p90_ms": {s: p90(times[s]) for s in stages},
             "total_ms": statistics.median(times["total"]), "total_p90_ms": p90(times["total"])}
@@ -72,7 +76,7 @@ def run_benchmark(model, device: torch.device, height: int, width: int, runs: in
             result = model.predict([image], timer=timer)[0]
         instances.append(sum(s["isthing"] for s in result.segments))
 
-    report = medians(timed_runs({"upsnet": predict}, device, runs, warmup)["upsnet"], STAGES)
+    report = medians(timed_runs({"model": predict}, device, runs, warmup)["model"])
     report["panoptic_share_of_total"] = (report["stages_ms"]["panoptic_postprocess"]
                                          / report["total_ms"])
     report["instances_per_image"] = statistics.median(instances[warmup:])
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config = load_config(args.config)
         torch.manual_seed(0)
-        model = build_upsnet(config)
+        model = build_model(config)
     if args.score_threshold is not None:
         model.inference_config.score_threshold = args.score_threshold
     device = resolve_device(args.device)
