@@ -98,8 +98,7 @@ class UPSNet(nn.Module):
             unknown = sample_unknown(len(boxes), self.unknown_fraction, boxes.device)
             known = ~unknown
             pasted = paste_mask_logits(masks_logits[known], boxes[known], size, stride)
-            all_logits.append(self.panoptic_head(image_logits, boxes[known], labels[known], pasted,
-                                                 stride))
+            all_logits.append(self.panoptic_head(image_logits, labels[known], pasted))
             masks = labels_at_stride(target["masks"], stride, size, 0).bool()
             all_targets.append(panoptic_target(image_semantic, masks, unknown,
                                                self.categories.num_stuff))
@@ -171,19 +170,20 @@ class UPSNet(nn.Module):
         stride = self.inference_config.decision_stride
         logits = decision_grid_logits(logits.float(), input_size, stride)
         size = tuple(logits.shape[-2:])
-        boxes, labels, scores = detections["boxes"], detections["labels"], detections["scores"]
-        pasted = paste_mask_logits(mask_logits.float(), boxes, size, stride)
+        labels, scores = detections["labels"], detections["scores"]
+        pasted = paste_mask_logits(mask_logits.float(), detections["boxes"], size, stride)
         num_stuff, overlap = self.categories.num_stuff, self.inference_config.mask_overlap_threshold
         # max(dim).indices is argmax (first maximum on ties) at a quarter of the CPU time.
         semantic_argmax = logits.max(dim=0).indices
+        masks = pasted.map(lambda crop: crop > 0)
         if merge == "upsnet":
-            keep = post.prune_overlapping_masks(pasted > 0, labels, overlap)
-            boxes, labels, scores, pasted = boxes[keep], labels[keep], scores[keep], pasted[keep]
-            channels = self.panoptic_head(logits, boxes, labels, pasted, stride).max(dim=0).indices
+            keep = post.prune_overlapping_masks(masks, labels, overlap)
+            labels, scores, pasted = labels[keep], scores[keep], pasted.select(keep)
+            channels = self.panoptic_head.channels(logits, labels, pasted)
             instance_classes = post.assign_instance_classes(
                 channels, semantic_argmax, labels, num_stuff, self.categories.num_classes)
         elif merge == "heuristic":
-            channels = post.heuristic_channels(pasted > 0, semantic_argmax, num_stuff, overlap)
+            channels = post.heuristic_channels(masks, semantic_argmax, num_stuff, overlap)
             instance_classes = num_stuff + labels - 1
         else:
             raise ValueError(f"merge must be 'upsnet' or 'heuristic', got {merge!r}")
