@@ -11,6 +11,7 @@ import torch
 from upsnet_core.checkpoint import save_checkpoint
 from upsnet_core.config import UPSNetConfig, load_config, with_inference_settings
 from upsnet_core.modeling import build_upsnet
+from upsnet_core.modeling.box_local import BoxCrops
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -71,3 +72,11 @@ def box_target(height: int, width: int, boxes: list[list[int]], labels: list[int
     return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "labels": torch.tensor(labels, dtype=torch.int64),
             "masks": masks, "semantic": semantic}
+
+
+def whole_grid_crops(maps: torch.Tensor) -> BoxCrops:
+    """``maps (K, h, w)`` as box crops that each span the whole grid: the dense layout,
+    for the post-processing functions that take :class:`BoxCrops`."""
+    size = tuple(maps.shape[-2:])
+    cells = torch.tensor([[0, size[0], 0, size[1]]] * len(maps), dtype=torch.int64).view(-1, 4)
+    return BoxCrops(cells, list(maps), size)

@@ -1,8 +1,9 @@
-"""The Predictor's speed-ups leave outputs unchanged: channels-last weights and inference
-mode give the label image, semantic image and segments (scores to 1e-5: float32 sums in
-another order) of the plain path (``no_grad``,
-default weight layout), on the shipped model with synthetic street scenes at camera
-size and on a random-weight model whose detections all reach the panoptic head."""
+"""The speed-ups leave outputs unchanged, on the shipped model with synthetic street
+scenes at camera size and on a random-weight model whose detections all reach the
+panoptic head: the Predictor's channels-last weights and inference mode give the label
+image, semantic image and segments (scores to 1e-5: float32 sums in another order) of the
+plain path (``no_grad``, default weight layout); the box-local panoptic decision gives
+exactly those of the dense panoptic logits' maximum, at decision strides 1, 2 and 4."""
 from __future__ import annotations
 
 import copy
@@ -17,6 +18,7 @@ from upsnet_core.data.synthetic import FrameRenderer, frame_rng
 from upsnet_core.data.transforms import resize_image
 from upsnet_core.inference import Predictor, image_to_tensor, scaled_size
 from upsnet_core.modeling import build_upsnet
+from upsnet_core.modeling.panoptic_head import PanopticHead
 
 
 def plain_result(model, image: np.ndarray, long_side: int):
@@ -49,6 +51,34 @@ def assert_same_outputs(model, config, images: list[np.ndarray]) -> None:
     assert instances > 0, "the test needs instances"
 
 
+class DensePanopticHead(PanopticHead):
+    """Decides on the dense panoptic logits ``Z`` (as the loss sees them): the reference
+    of the box-local :meth:`PanopticHead.channels`."""
+
+    def channels(self, semantic_logits, thing_labels, pasted):
+        return self(semantic_logits, thing_labels, pasted).max(dim=0).indices
+
+
+def assert_box_local_equals_dense(model, config, images: list[torch.Tensor]) -> None:
+    """Same label images, semantic images and segments (scores included) with the dense
+    decision, at every decision stride."""
+    box_local = copy.deepcopy(model).eval()
+    dense = copy.deepcopy(box_local)
+    dense.panoptic_head = DensePanopticHead(box_local.panoptic_head.num_stuff)
+    instances = 0
+    for stride in (1, 2, 4):
+        settings = with_inference_settings(config, {"decision_stride": stride}).model.inference
+        box_local.inference_config = dense.inference_config = settings
+        with torch.no_grad():
+            expected, results = dense.predict(images), box_local.predict(images)
+        for result, reference in zip(results, expected):
+            assert torch.equal(result.panoptic, reference.panoptic)
+            assert torch.equal(result.semantic, reference.semantic)
+            assert result.segments == reference.segments
+            instances += sum(s["isthing"] for s in result.segments)
+    assert instances > 0, "the test needs instances"
+
+
 def test_shipped_model_outputs_unchanged_on_street_scenes():
     try:
         model, config = load_model(default_checkpoint())
@@ -59,6 +89,7 @@ def test_shipped_model_outputs_unchanged_on_street_scenes():
     # Camera size 512x1024 -> the network's 256x512 and back (nearest), as in the node.
     camera = [np.ascontiguousarray(f.repeat(2, 0).repeat(2, 1)) for f in frames]
     assert_same_outputs(model, config, camera)
+    assert_box_local_equals_dense(model, config, [image_to_tensor(f) for f in frames])
 
 
 def test_random_model_outputs_unchanged_with_every_detection(small_config):
@@ -69,3 +100,4 @@ def test_random_model_outputs_unchanged_with_every_detection(small_config):
     images = [rng.integers(0, 256, (80, 144, 3), np.uint8),
               FrameRenderer(96, 160).render(frame_rng(12, "speed", "default", 0)).image]
     assert_same_outputs(model, config, images)
+    assert_box_local_equals_dense(model, config, [image_to_tensor(i) for i in images])

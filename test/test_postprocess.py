@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from conftest import whole_grid_crops
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,7 @@ def test_mask_pruning_drops_masks_overlapping_more_than_threshold():
     overlaps_one_of_three = _mask([(1, 1), (2, 1), (2, 2)])        # 1/3 > 0.3: dropped
     overlaps_one_of_four = _mask([(1, 0), (3, 0), (3, 1), (3, 2)])  # 1/4 <= 0.3: kept
     masks = torch.stack([first, overlaps_one_of_three, overlaps_one_of_four])
-    keep = post.prune_overlapping_masks(masks, torch.tensor([1, 1, 1]), 0.3)
+    keep = post.prune_overlapping_masks(whole_grid_crops(masks), torch.tensor([1, 1, 1]), 0.3)
     assert keep.tolist() == [True, False, True]
 
 
@@ -38,7 +39,7 @@ def test_mask_pruning_uses_one_canvas_per_class_and_drops_empty_masks():
     same_pixels_other_class = _mask([(0, 0), (0, 1)])
     empty = _mask([])
     masks = torch.stack([first, same_pixels_other_class, empty])
-    keep = post.prune_overlapping_masks(masks, torch.tensor([1, 2, 1]), 0.3)
+    keep = post.prune_overlapping_masks(whole_grid_crops(masks), torch.tensor([1, 2, 1]), 0.3)
     assert keep.tolist() == [True, True, False]
 
 
@@ -46,7 +47,8 @@ def test_mask_pruning_counts_overlap_with_all_pasted_masks():
     # Each earlier mask alone overlaps the last one by 1/4; together by 2/4 > 0.3.
     a, b = _mask([(0, 0)]), _mask([(0, 1)])
     last = _mask([(0, 0), (0, 1), (1, 0), (1, 1)])
-    keep = post.prune_overlapping_masks(torch.stack([a, b, last]), torch.tensor([1, 1, 1]), 0.3)
+    masks = whole_grid_crops(torch.stack([a, b, last]))
+    keep = post.prune_overlapping_masks(masks, torch.tensor([1, 1, 1]), 0.3)
     assert keep.tolist() == [True, True, False]
 
 
@@ -126,6 +128,7 @@ def test_heuristic_merge_pastes_by_score_and_fills_stuff():
     first = _mask([(0, 2), (0, 3), (1, 2), (1, 3)], (2, 4))
     second = _mask([(0, 1), (0, 2), (1, 1), (1, 2)], (2, 4))
     third = _mask([(0, 0), (1, 0), (0, 1), (0, 3)], (2, 4))  # 1 of 4 cells taken: pasted
-    channels = post.heuristic_channels(torch.stack([first, second, third]), semantic, NUM_STUFF, 0.3)
+    masks = whole_grid_crops(torch.stack([first, second, third]))
+    channels = post.heuristic_channels(masks, semantic, NUM_STUFF, 0.3)
     assert channels.tolist() == [[NUM_STUFF + 2, NUM_STUFF + 2, NUM_STUFF, NUM_STUFF],
                                  [NUM_STUFF + 2, 0, NUM_STUFF, NUM_STUFF]]

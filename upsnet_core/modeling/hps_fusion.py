@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .panoptic_head import box_masks, paste_mask_logits
+from .panoptic_head import paste_mask_logits
 
 EMPTY_LOGIT = -1e4
 """Logit of an empty canvas cell (outside the instance's box): it never wins a cell, so an
@@ -42,7 +42,8 @@ def canvas_collection(mask_logits: Tensor, boxes: Tensor, size: tuple[int, int],
     """``mask_logits (K, M, M)`` resized bilinearly into ``boxes (K, 4)`` on canvases of the
     stride grid ``size (h, w)``: ``(K, h, w)``, :data:`EMPTY_LOGIT` outside each box."""
     pasted = paste_mask_logits(mask_logits.float(), boxes, size, stride)
-    return torch.where(box_masks(boxes, size, stride), pasted, torch.full_like(pasted, EMPTY_LOGIT))
+    inside = pasted.map(torch.ones_like).dense(torch.bool)  # each box's cells
+    return torch.where(inside, pasted.dense(torch.float32), EMPTY_LOGIT)
 
 
 def merge_canvases(canvases: Tensor, labels: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
@@ -88,8 +89,9 @@ def initial_segmentation_image(mask_logits: Tensor, boxes: Tensor, labels: Tenso
     ``weights (K,)`` (detection scores; 1 for ground truth) over the instances whose box
     covers the cell, and zero (an empty layer) where none does.
     """
-    inside = box_masks(boxes, size, stride).to(mask_logits.dtype)
-    probabilities = torch.sigmoid(paste_mask_logits(mask_logits, boxes, size, stride)) * inside
+    pasted = paste_mask_logits(mask_logits, boxes, size, stride)
+    inside = pasted.map(torch.ones_like).dense(mask_logits.dtype)  # 1 on each box's cells
+    probabilities = pasted.map(torch.sigmoid).dense(mask_logits.dtype)  # 0 outside them
     weights = weights.to(mask_logits.dtype)[:, None, None]
     numerator = mask_logits.new_zeros((num_things, *size))
     denominator = mask_logits.new_zeros((num_things, *size))

@@ -14,6 +14,7 @@ from torchvision.ops import nms
 
 from ..categories import LABEL_DIVISOR, VOID_ID, CategorySet
 from ..config import InferenceConfig
+from .box_local import BoxCrops
 
 SEMANTIC_UNKNOWN = 255
 """Value of unknown/void pixels in the semantic output (category ids are below it)."""
@@ -45,23 +46,25 @@ def prune_detections(boxes: Tensor, scores: Tensor, nms_iou: float, score_thresh
     return keep[scores[keep] > score_threshold]
 
 
-def prune_overlapping_masks(masks: Tensor, labels: Tensor, overlap_threshold: float) -> Tensor:
-    """Paste ``masks (K, h, w)`` bool (best first) onto one canvas per class.
+def prune_overlapping_masks(masks: BoxCrops, labels: Tensor, overlap_threshold: float) -> Tensor:
+    """Paste ``masks`` (bool, best first) onto one canvas per class.
 
     A mask is dropped when it is empty or when its intersection with the masks already
     on its class's canvas exceeds ``overlap_threshold`` of its own area. Returns ``(K,)``
-    bool keep flags.
+    bool keep flags. A mask is False outside its box, so both counts are taken on its box.
     """
-    keep = torch.zeros(len(masks), dtype=torch.bool, device=masks.device)
+    keep = torch.zeros(len(masks), dtype=torch.bool, device=masks.cells.device)
     canvases: dict[int, Tensor] = {}
-    areas = masks.flatten(1).sum(1).tolist()
-    for index, (mask, label, area) in enumerate(zip(masks, labels.tolist(), areas)):
+    for index, (region, mask, label) in enumerate(zip(masks.regions(), masks.crops, labels.tolist())):
         canvas = canvases.get(label)
-        overlap = 0 if canvas is None else int((mask & canvas).sum())
+        area = int(mask.sum())
+        overlap = 0 if canvas is None else int((mask & canvas[region]).sum())
         if area == 0 or overlap > overlap_threshold * area:
             continue
         keep[index] = True
-        canvases[label] = mask if canvas is None else canvas | mask
+        if canvas is None:
+            canvas = canvases[label] = torch.zeros(masks.size, dtype=torch.bool, device=mask.device)
+        canvas[region] |= mask
     return keep
 
 
@@ -87,27 +90,29 @@ def assign_instance_classes(channels: Tensor, semantic_argmax: Tensor, thing_lab
     return torch.where(stuff_majority, mode, thing_index)
 
 
-def heuristic_channels(masks: Tensor, semantic_argmax: Tensor, num_stuff: int,
+def heuristic_channels(masks: BoxCrops, semantic_argmax: Tensor, num_stuff: int,
                        overlap_threshold: float) -> Tensor:
     """The baseline merge of Kirillov et al. / Panoptic FPN, in the channel encoding of
     the panoptic head (stuff index, ``num_stuff + i`` for instance i, last for void).
 
-    Instances (``masks (K, h, w)`` bool, best first) are pasted one canvas for all
-    classes: a mask overlapping the pasted ones by more than ``overlap_threshold`` of
-    its area is dropped, otherwise its free part is pasted. Other cells take the
-    semantic head's class when it is stuff and are void when it is a thing class.
+    Instances (``masks`` bool, best first) are pasted one canvas for all classes: a mask
+    overlapping the pasted ones by more than ``overlap_threshold`` of its area is
+    dropped, otherwise its free part is pasted (each on its box: it is False outside).
+    Other cells take the semantic head's class when it is stuff and are void when it is
+    a thing class.
     """
     count = len(masks)
     void = num_stuff + count
     channels = torch.where(semantic_argmax < num_stuff, semantic_argmax, void)
     occupied = torch.zeros_like(semantic_argmax, dtype=torch.bool)
-    areas = masks.flatten(1).sum(1).tolist()
-    for index, (mask, area) in enumerate(zip(masks, areas)):
-        if area == 0 or int((mask & occupied).sum()) > overlap_threshold * area:
+    for index, (region, mask) in enumerate(zip(masks.regions(), masks.crops)):
+        area = int(mask.sum())
+        taken = occupied[region]
+        if area == 0 or int((mask & taken).sum()) > overlap_threshold * area:
             continue
-        free = mask & ~occupied
-        channels[free] = num_stuff + index
-        occupied |= free
+        free = mask & ~taken
+        channels[region].masked_fill_(free, num_stuff + index)
+        taken |= free
     return channels
 
 

@@ -160,7 +160,8 @@ class ProposalPanopticModel(PanopticModel):
         pasted = paste_mask_logits(mask_logits.float(), detections["boxes"], logits.shape[-2:],
                                    stride)
         num_stuff = self.categories.num_stuff
-        channels = post.heuristic_channels(pasted > 0, post.argmax(logits), num_stuff,
+        masks = pasted.map(lambda crop: crop > 0)
+        channels = post.heuristic_channels(masks, post.argmax(logits), num_stuff,
                                            self.inference_config.mask_overlap_threshold)
         return self.channels_result(channels, num_stuff + detections["labels"] - 1,
                                     detections["scores"], input_size, output_size, stride)

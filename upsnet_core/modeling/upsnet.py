@@ -65,8 +65,7 @@ class UPSNet(ProposalPanopticModel):
             unknown = sample_unknown(len(boxes), self.unknown_fraction, boxes.device)
             known = ~unknown
             pasted = paste_mask_logits(masks_logits[known], boxes[known], size, stride)
-            all_logits.append(self.panoptic_head(image_logits, boxes[known], labels[known], pasted,
-                                                 stride))
+            all_logits.append(self.panoptic_head(image_logits, labels[known], pasted))
             masks = labels_at_stride(target["masks"], stride, size, 0).bool()
             all_targets.append(panoptic_target(image_semantic, masks, unknown,
                                                self.categories.num_stuff))
@@ -79,12 +78,13 @@ class UPSNet(ProposalPanopticModel):
         """The panoptic head's merge of one image (``merge="upsnet"``): mask pruning, the
         panoptic logits' argmax per decision-grid cell, then the class-assignment rule."""
         size = tuple(logits.shape[-2:])
-        boxes, labels, scores = detections["boxes"], detections["labels"], detections["scores"]
-        pasted = paste_mask_logits(mask_logits.float(), boxes, size, stride)
+        labels, scores = detections["labels"], detections["scores"]
+        pasted = paste_mask_logits(mask_logits.float(), detections["boxes"], size, stride)
         num_stuff, overlap = self.categories.num_stuff, self.inference_config.mask_overlap_threshold
-        keep = post.prune_overlapping_masks(pasted > 0, labels, overlap)
-        boxes, labels, scores, pasted = boxes[keep], labels[keep], scores[keep], pasted[keep]
-        channels = post.argmax(self.panoptic_head(logits, boxes, labels, pasted, stride))
+        masks = pasted.map(lambda crop: crop > 0)
+        keep = post.prune_overlapping_masks(masks, labels, overlap)
+        labels, scores, pasted = labels[keep], scores[keep], pasted.select(keep)
+        channels = self.panoptic_head.channels(logits, labels, pasted)
         instance_classes = post.assign_instance_classes(
             channels, post.argmax(logits), labels, num_stuff, self.categories.num_classes)
         return self.channels_result(channels, instance_classes, scores, input_size, output_size,
