@@ -120,16 +120,23 @@ class Replayer:
             self.executor.spin_once(timeout_sec=min(remaining, 0.02))
         return True
 
-    def wait_for_node(self, timeout: float, process: Optional[NodeProcess]) -> None:
+    def wait_for_node(self, timeout: float, process: Optional[NodeProcess],
+                      stats: ReplayStats) -> None:
         """Until the node subscribes to the images, publishes labels and its categories
-        arrived; ReplayError (with the node's log when it was started here) otherwise."""
+        arrived; ReplayError (with the node's log when it was started here) otherwise. A
+        node started here that dies meanwhile is restarted too (``_node_alive``): a kill
+        can come while the node is still starting."""
         labels = self.recorder.topics["panoptic/labels"]
         self.recorder.categories_received = False  # a restarted node sends them again
 
         def ready() -> bool:
             if process is not None and process.process.poll() is not None:
-                raise ReplayError(f"the node exited with code {process.process.returncode}:\n"
-                                  f"{process.log()[-3000:]}")
+                if len(stats.node_deaths) >= MAX_RESTARTS:
+                    raise ReplayError(f"the node exited with code {process.process.returncode}"
+                                      f":\n{process.log()[-3000:]}")
+                stats.node_deaths.append(process.restart())
+                self.recorder.categories_received = False
+                return False
             return (self.publisher.get_subscription_count() > 0
                     and self.node.count_publishers(labels) > 0
                     and self.recorder.categories_received)
@@ -154,15 +161,17 @@ class Replayer:
         if len(stats.node_deaths) >= MAX_RESTARTS:
             return False
         stats.node_deaths.append(process.restart())
-        self.wait_for_node(startup_timeout, process)
+        self.wait_for_node(startup_timeout, process, stats)
         return True
 
     def run(self, bag: Any, rate: Optional[float], frame_timeout: float,
             progress: bool = True, process: Optional[NodeProcess] = None,
             startup_timeout: float = 180.0) -> ReplayStats:
-        """Publish every image of ``bag``'s image topic (see the module docstring); a node
-        ``process`` started here that dies is restarted (``_node_alive``)."""
+        """Wait for the node (:meth:`wait_for_node`), then publish every image of ``bag``'s
+        image topic (see the module docstring); a node ``process`` started here that dies is
+        restarted (``_node_alive``)."""
         stats = ReplayStats()
+        self.wait_for_node(startup_timeout, process, stats)
         started = time.monotonic()
 
         def outputs_or_death(stamp: int) -> Callable[[], bool]:

@@ -125,7 +125,6 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
         with open_writer(predictions_bag) as writer:
             replayer = Replayer(args.namespace, index.image_topic, msgtype, writer)
             try:
-                replayer.wait_for_node(args.startup_timeout, process)
                 stats = replayer.run(args.bag, args.rate, args.frame_timeout,
                                      progress=not args.no_progress, process=process,
                                      startup_timeout=args.startup_timeout)
