@@ -66,7 +66,7 @@ def test_the_zero_outside_boxes_and_ties_are_exercised():
         pasted = paste_mask_logits(masks, boxes, SIZE, stride)
         z = PanopticHead(NUM_STUFF)(logits, labels, pasted)
         channel = z.argmax(dim=0)
-        inside = pasted.map(torch.ones_like).dense(torch.bool)
+        inside = pasted.inside(torch.bool)
         instance = (channel - NUM_STUFF).clamp(0, max(count - 1, 0))
         won_by_instance = (channel >= NUM_STUFF) & (channel < NUM_STUFF + count)
         if count:

@@ -87,3 +87,7 @@ class BoxCrops:
         for index, (region, crop) in enumerate(zip(self.regions(), self.crops)):
             maps[index][region] = crop
         return maps
+
+    def inside(self, dtype: torch.dtype) -> Tensor:
+        """``(K, h, w)`` of ``dtype``: 1 (True) on each box's cells, 0 elsewhere."""
+        return self.map(torch.ones_like).dense(dtype)

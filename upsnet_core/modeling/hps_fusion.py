@@ -42,7 +42,7 @@ def canvas_collection(mask_logits: Tensor, boxes: Tensor, size: tuple[int, int],
     """``mask_logits (K, M, M)`` resized bilinearly into ``boxes (K, 4)`` on canvases of the
     stride grid ``size (h, w)``: ``(K, h, w)``, :data:`EMPTY_LOGIT` outside each box."""
     pasted = paste_mask_logits(mask_logits.float(), boxes, size, stride)
-    inside = pasted.map(torch.ones_like).dense(torch.bool)  # each box's cells
+    inside = pasted.inside(torch.bool)
     return torch.where(inside, pasted.dense(torch.float32), EMPTY_LOGIT)
 
 
@@ -90,7 +90,7 @@ def initial_segmentation_image(mask_logits: Tensor, boxes: Tensor, labels: Tenso
     covers the cell, and zero (an empty layer) where none does.
     """
     pasted = paste_mask_logits(mask_logits, boxes, size, stride)
-    inside = pasted.map(torch.ones_like).dense(mask_logits.dtype)  # 1 on each box's cells
+    inside = pasted.inside(mask_logits.dtype)
     probabilities = pasted.map(torch.sigmoid).dense(mask_logits.dtype)  # 0 outside them
     weights = weights.to(mask_logits.dtype)[:, None, None]
     numerator = mask_logits.new_zeros((num_things, *size))

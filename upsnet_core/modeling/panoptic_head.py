@@ -93,7 +93,7 @@ class PanopticHead(nn.Module):
         dtype = semantic_logits.dtype
         stuff = semantic_logits[: self.num_stuff]
         things = semantic_logits[self.num_stuff:]
-        inside = pasted.map(torch.ones_like).dense(dtype)
+        inside = pasted.inside(dtype)
         x_mask = things[thing_labels - 1] * inside
         # Outside every box X_mask is zero, so with no instance max(X_mask) is zero too.
         max_mask = x_mask.max(dim=0).values if len(pasted) else torch.zeros_like(things[0])
