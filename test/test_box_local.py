@@ -55,6 +55,8 @@ def test_box_local_channels_equal_dense_argmax(seed, stride, count, ties, negati
     pasted = paste_mask_logits(masks, boxes, SIZE, stride)
     dense = head(logits, labels, pasted).argmax(dim=0)
     assert torch.equal(head.channels(logits, labels, pasted), dense)
+    without_unknown = head(logits, labels, pasted)[:-1].argmax(dim=0)
+    assert torch.equal(head.channels(logits, labels, pasted, unknown=False), without_unknown)
 
 
 def test_the_zero_outside_boxes_and_ties_are_exercised():

@@ -32,7 +32,7 @@ def _variant(name: str):
     return load_config(CONFIG_DIR / f"{name}.yaml")
 
 
-VARIANTS = ["upsnet_small", "small_global_context", "upsnet_cityscapes_r50", "upsnet_coco_r50",
+VARIANTS = ["upsnet_small", "small_global_context", "upsnet_mobilenet", "upsnet_cityscapes_r50", "upsnet_coco_r50",
             "panoptic_fpn_small", "panoptic_fpn_cityscapes_r50", "hps_small",
             "hps_cityscapes_r50", "panoptic_deeplab_small", "panoptic_deeplab_cityscapes_r50"]
 

@@ -245,10 +245,20 @@ def test_learning_rate_recipe():
     assert factors == pytest.approx([0.1, 0.55, 1.0, 1.0, 0.1, 0.01])
 
 
+def test_cosine_learning_rate_recipe():
+    settings = TrainingSettings(warmup_iters=10, warmup_factor=0.1, max_iters=30,
+                                lr_schedule="cosine")
+    factors = [lr_factor(i, settings) for i in (0, 5, 10, 15, 20, 25, 30)]
+    # Warm-up as the step schedule; then cos from 1 (iteration 10) to 0 (iteration 30).
+    assert factors == pytest.approx([0.1, 0.55, 1.0, 0.8535534, 0.5, 0.1464466, 0.0])
+
+
 @pytest.mark.parametrize("section, values, message", [
     ("training", {"max_iter": 5}, r"unknown config key\(s\) \['max_iter'\] in section 'training'"),
     ("training", {"base_lr": "fast"}, "'training.base_lr' must be float"),
     ("training", {"lr_steps": [30, 20]}, "'training.lr_steps' must be increasing"),
+    ("training", {"lr_schedule": "linear"}, "'training.lr_schedule' must be one of"),
+    ("training", {"lr_schedule": "cosine", "lr_steps": [20]}, "only applies to lr_schedule: step"),
     ("data", {"kind": "kitti"}, "'data.kind' must be one of"),
     ("data", {"crop": [64]}, r"'data.crop' must be \[height, width\]"),
 ])

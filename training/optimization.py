@@ -1,7 +1,9 @@
-"""SGD with the paper's recipe: linear learning-rate scaling, linear warm-up, step decay."""
+"""SGD with the paper's recipe: linear learning-rate scaling, linear warm-up, step decay
+(or a cosine decay, for longer runs from ImageNet weights)."""
 from __future__ import annotations
 
 import bisect
+import math
 
 import torch
 from torch import nn
@@ -33,7 +35,12 @@ def build_optimizer(model: nn.Module, settings: TrainingSettings) -> torch.optim
 
 def lr_factor(iteration: int, settings: TrainingSettings) -> float:
     """Multiplier of the scaled learning rate at ``iteration`` (0-based step index)."""
-    decay = settings.lr_gamma ** bisect.bisect_right(settings.lr_steps, iteration)
+    if settings.lr_schedule == "cosine":
+        done = max(0, iteration - settings.warmup_iters)
+        decay = 0.5 * (1 + math.cos(math.pi * min(1.0, done / max(
+            1, settings.max_iters - settings.warmup_iters))))
+    else:
+        decay = settings.lr_gamma ** bisect.bisect_right(settings.lr_steps, iteration)
     if iteration >= settings.warmup_iters:
         return decay
     progress = iteration / settings.warmup_iters

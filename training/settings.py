@@ -13,6 +13,9 @@ from upsnet_core.config import UPSNetConfig, build_section
 from upsnet_core.data import DATASET_KINDS
 
 
+LR_SCHEDULES = ("step", "cosine")
+
+
 @dataclass
 class TrainingSettings:
     """SGD recipe, schedule and bookkeeping periods (iterations count optimizer steps)."""
@@ -27,8 +30,11 @@ class TrainingSettings:
     images_per_batch: int = 16
     """Global batch: summed over all processes (each process gets an equal share)."""
     max_iters: int = 90000
+    lr_schedule: str = "step"
+    """After the warm-up: ``step`` (the paper's: x ``lr_gamma`` at each of ``lr_steps``) or
+    ``cosine`` (half a cosine from 1 at the end of the warm-up to 0 at ``max_iters``)."""
     lr_steps: list[int] = field(default_factory=list)
-    """Iterations at which the learning rate is multiplied by ``lr_gamma``."""
+    """Iterations at which the learning rate is multiplied by ``lr_gamma`` (``step``)."""
     lr_gamma: float = 0.1
     warmup_iters: int = 500
     warmup_factor: float = 0.001
@@ -120,6 +126,10 @@ def _check_training(s: TrainingSettings) -> None:
     _require(s.lr_reference_batch > 0, "training.lr_reference_batch", "must be > 0")
     _require(s.images_per_batch > 0, "training.images_per_batch", "must be > 0")
     _require(s.max_iters > 0, "training.max_iters", "must be > 0")
+    _require(s.lr_schedule in LR_SCHEDULES, "training.lr_schedule",
+             f"must be one of {list(LR_SCHEDULES)}, got {s.lr_schedule!r}")
+    _require(s.lr_schedule == "step" or not s.lr_steps, "training.lr_steps",
+             "only applies to lr_schedule: step")
     _require(s.lr_steps == sorted(s.lr_steps) and all(v > 0 for v in s.lr_steps),
              "training.lr_steps", f"must be increasing positive iterations, got {s.lr_steps}")
     _require(s.warmup_iters >= 0, "training.warmup_iters", "must be >= 0")

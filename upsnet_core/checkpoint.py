@@ -7,6 +7,7 @@ truncated checkpoint behind.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,21 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return {"config": config, "model": payload["model"], "extra": payload.get("extra", {})}
 
 
+def without_backbone_weights(config: UPSNetConfig) -> UPSNetConfig:
+    """A copy of ``config`` that builds its backbone without ``model.backbone.weights``:
+    a checkpoint's own weights replace them, so a robot needs neither the file nor the
+    package that ships it."""
+    config = copy.deepcopy(config)
+    config.model.backbone.weights = None
+    return config
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[PanopticModel, UPSNetConfig]:
     """Build the model (of the architecture its config names) described by a checkpoint and
     load its weights (in eval mode)."""
     contents = read_checkpoint(path, map_location)
     config = contents["config"]
-    model = build_model(config)
+    model = build_model(without_backbone_weights(config))
     try:
         model.load_state_dict(contents["model"])
     except RuntimeError as error:

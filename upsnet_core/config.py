@@ -19,18 +19,27 @@ import yaml
 from .categories import CategorySet
 
 
+BACKBONE_NAMES = ("resnet", "mobilenet_v2", "mobilenet_v3_large")
+"""Bodies :func:`upsnet_core.modeling.backbone.build_backbone` puts under the FPN."""
+
+
 @dataclass
 class BackboneConfig:
+    name: str = "resnet"
+    """Body under the FPN: ``resnet`` (the paper's), ``mobilenet_v2`` or ``mobilenet_v3_large``
+    (torchvision's, lighter: ``upsnet_core.modeling.backbone.BODIES``)."""
     depth: int = 50
-    """ResNet depth: 18, 34, 50 or 101."""
+    """ResNet depth: 18, 34, 50 or 101 (``name: resnet`` only)."""
     norm: str = "frozen_bn"
     """``frozen_bn`` (paper; for pretrained weights) or ``bn`` (training from scratch)."""
     trainable_layers: int = 3
-    """ResNet stages trained, counted from res5 (0..5), as torchvision counts them."""
+    """Stages trained, counted from the stride-32 stage (0..5; 5 includes the stem), as
+    torchvision counts them."""
     global_context: bool = False
     """Add globally pooled res5 features to the FPN's top lateral before P5 (paper's COCO setting)."""
     weights: str | None = None
-    """Local torchvision-format ResNet state dict to start from (no downloads)."""
+    """torchvision-format state dict of the body to start from (no downloads): a file, or
+    ``package:<module>/<path>`` for a file shipped inside an installed Python package."""
     fpn_channels: int = 256
 
 
@@ -100,6 +109,9 @@ class InferenceConfig:
     """Panoptic-DeepLab: at most this many centres (highest heatmap values) per image."""
     canvas_merge_iou: float = 0.5
     """HPS: canvas layers of one class whose masks overlap by more than this IoU are merged."""
+    unknown_channel: bool = True
+    """UPSNet: the panoptic head's unknown channel takes part in the argmax (the paper's);
+    false gives each pixel the best stuff or instance channel (the ablation without it)."""
 
 
 @dataclass
@@ -175,6 +187,7 @@ ARCHITECTURE_KEYS: dict[str, frozenset[str]] = {
     "inference.center_kernel": frozenset({"panoptic_deeplab"}),
     "inference.center_top_k": frozenset({"panoptic_deeplab"}),
     "inference.canvas_merge_iou": frozenset({"hps"}),
+    "inference.unknown_channel": frozenset({"upsnet"}),
     **{f"loss_weights.{name}": _PROPOSAL_BASED for name in _RPN_ROI_LOSSES},
     "loss_weights.semantic_roi": frozenset({"upsnet"}),
     "loss_weights.panoptic": frozenset({"upsnet", "hps"}),
@@ -355,6 +368,9 @@ def validate(config: UPSNetConfig) -> None:
     """Cross-field checks that a single type check cannot express."""
     config.category_set()  # raises on unknown presets, class names or bad entries
     model = config.model
+    if model.backbone.name not in BACKBONE_NAMES:
+        raise ValueError(f"model.backbone.name must be one of {list(BACKBONE_NAMES)}, "
+                         f"got {model.backbone.name!r}")
     if model.backbone.depth not in (18, 34, 50, 101):
         raise ValueError(f"model.backbone.depth must be 18, 34, 50 or 101, got {model.backbone.depth}")
     if model.backbone.norm not in ("frozen_bn", "bn"):

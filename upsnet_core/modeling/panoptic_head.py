@@ -100,9 +100,11 @@ class PanopticHead(nn.Module):
         unknown = things.max(dim=0).values - max_mask
         return torch.cat([stuff, x_mask + pasted.dense(dtype), unknown[None]], dim=0)
 
-    def channels(self, semantic_logits: Tensor, thing_labels: Tensor, pasted: BoxCrops) -> Tensor:
+    def channels(self, semantic_logits: Tensor, thing_labels: Tensor, pasted: BoxCrops,
+                 unknown: bool = True) -> Tensor:
         """``(h, w)`` int64: ``forward(...).max(dim=0).indices`` (the first maximum on ties,
-        as ``argmax``) of the same arguments, computed without the ``(K, h, w)`` tensors.
+        as ``argmax``) of the same arguments, computed without the ``(K, h, w)`` tensors;
+        ``unknown=False`` leaves the unknown channel out of the maximum.
 
         A running best value and channel per cell start from the stuff channels' maximum
         and are raised channel by channel, in channel order, only where a channel is
@@ -134,8 +136,9 @@ class PanopticHead(nn.Module):
             max_mask[region] = torch.maximum(max_mask[region], x_mask)
             _raise(best, channel, region, x_mask + crop, self.num_stuff + index)
             within = _raise_outside_box(best, channel, within, region, self.num_stuff + index)
-        unknown = things.max(dim=0).values - max_mask
-        _raise(best, channel, (slice(None), slice(None)), unknown, self.num_stuff + len(pasted))
+        if unknown:
+            _raise(best, channel, (slice(None), slice(None)), things.max(dim=0).values - max_mask,
+                   self.num_stuff + len(pasted))
         return channel
 
 

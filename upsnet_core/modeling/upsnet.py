@@ -84,7 +84,8 @@ class UPSNet(ProposalPanopticModel):
         masks = pasted.map(lambda crop: crop > 0)
         keep = post.prune_overlapping_masks(masks, labels, overlap)
         labels, scores, pasted = labels[keep], scores[keep], pasted.select(keep)
-        channels = self.panoptic_head.channels(logits, labels, pasted)
+        channels = self.panoptic_head.channels(logits, labels, pasted,
+                                               self.inference_config.unknown_channel)
         instance_classes = post.assign_instance_classes(
             channels, post.argmax(logits), labels, num_stuff, self.categories.num_classes)
         return self.channels_result(channels, instance_classes, scores, input_size, output_size,
