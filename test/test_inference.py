@@ -55,8 +55,9 @@ class DensePanopticHead(PanopticHead):
     """Decides on the dense panoptic logits ``Z`` (as the loss sees them): the reference
     of the box-local :meth:`PanopticHead.channels`."""
 
-    def channels(self, semantic_logits, thing_labels, pasted):
-        return self(semantic_logits, thing_labels, pasted).max(dim=0).indices
+    def channels(self, semantic_logits, thing_labels, pasted, unknown=True):
+        logits = self(semantic_logits, thing_labels, pasted)
+        return (logits if unknown else logits[:-1]).max(dim=0).indices
 
 
 def assert_box_local_equals_dense(model, config, images: list[torch.Tensor]) -> None:
