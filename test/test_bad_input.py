@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import CONFIG_DIR, box_target
-from upsnet_core.config import config_from_dict, load_config
+from upsnet_core.config import config_from_dict, load_config, parse_setting
 from upsnet_core.modeling import build_upsnet
 
 
@@ -75,6 +75,30 @@ def test_config_with_bad_loss_stride(small_config):
     values["model"]["loss_stride"] = 3
     with pytest.raises(ValueError, match="loss_stride must be 1, 2 or 4"):
         config_from_dict(values)
+
+
+def test_config_with_negative_class_balance(small_config):
+    values = small_config.to_dict()
+    values["model"]["semantic_class_balance"] = -0.5
+    with pytest.raises(ValueError, match="semantic_class_balance must be >= 0"):
+        config_from_dict(values)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"model.semantic_head.chanels": 64}, r"unknown config key.*chanels.*model.semantic_head"),
+    ({"model.unknown_fraction": "many"}, r"model.unknown_fraction' must be float"),
+    ({"model.loss_stride.x": 1}, r"cannot set 'model.loss_stride.x'.*'loss_stride' is not a section"),
+])
+def test_settings_over_a_config_file_are_checked_like_it(tmp_path, settings, message):
+    path = tmp_path / "base.yaml"
+    path.write_text("model:\n  loss_stride: 1\n")
+    with pytest.raises(ValueError, match=message):
+        load_config(path, settings)
+
+
+def test_setting_needs_key_and_value():
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_setting("model.unknown_fraction")
 
 
 def test_config_with_unknown_preset_or_key(small_config, tmp_path):

@@ -35,7 +35,9 @@ def without_scores(segments: list[dict]) -> list[dict]:
 def assert_same_outputs(model, config, images: list[np.ndarray]) -> None:
     plain = copy.deepcopy(model)
     predictor = Predictor(model, config, "cpu")
-    weight = predictor.model.backbone.body.conv1.weight
+    first_conv = next(m for m in predictor.model.backbone.body.modules()
+                      if isinstance(m, torch.nn.Conv2d))  # conv1 of a ResNet, features.0 of a MobileNet
+    weight = first_conv.weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     instances = 0
     for image in images:

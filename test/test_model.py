@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from conftest import CONFIG_DIR, box_target
+from upsnet_core.categories import IGNORE_INDEX
 from upsnet_core.checkpoint import load_model, save_checkpoint
 from upsnet_core.config import config_from_dict, load_config
 from upsnet_core.modeling import SEMANTIC_UNKNOWN, build_model
 from upsnet_core.modeling.grid import decision_grid_logits
+from upsnet_core.modeling.semantic_head import semantic_loss
 
 _MASK_RCNN_LOSSES = {"loss_rpn_objectness", "loss_rpn_box", "loss_box_cls", "loss_box_reg",
                      "loss_mask", "loss_semantic"}
@@ -249,3 +251,34 @@ def test_loss_stride_sets_which_pixels_supervise_the_heads(name, loss_stride, se
         losses.append(model([image], [target]))
     for loss in {"loss_semantic", "loss_panoptic"} & set(losses[0]):
         assert (losses[0][loss] != losses[1][loss]) == sees_line, loss
+
+
+def test_semantic_class_balance_weighs_classes_by_pixel_count():
+    """p = 0 is the plain mean; p = 1 is the mean of the classes' mean losses, worked out
+    here class by class; ignored pixels count in neither."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    targets = torch.randint(0, 3, (2, 5, 6))
+    targets[0, 0, :4] = IGNORE_INDEX
+    pixel = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX,
+                                              reduction="none")
+    labelled = targets != IGNORE_INDEX
+    assert semantic_loss(logits, targets, 0.0) == pytest.approx(pixel[labelled].mean().item())
+    per_class = [pixel[targets == c].mean().item() for c in range(3)]
+    assert semantic_loss(logits, targets, 1.0).item() == pytest.approx(sum(per_class) / 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["upsnet_small", "panoptic_fpn_small", "hps_small"])
+def test_semantic_class_balance_changes_only_the_semantic_loss(name):
+    values = load_config(CONFIG_DIR / f"{name}.yaml").to_dict()
+    losses = []
+    for balance in (0.0, 1.0):
+        values["model"]["semantic_class_balance"] = balance
+        torch.manual_seed(0)
+        model = build_model(config_from_dict(values)).train()
+        target = box_target(64, 96, [[40, 20, 70, 50]], [1], model.categories.num_stuff)
+        target["semantic"][3:, 5] = 5  # a thin stuff class the balance lifts
+        torch.manual_seed(1)
+        losses.append(model([torch.rand(3, 64, 96)], [target]))
+    changed = {k for k in losses[0] if not torch.equal(losses[0][k], losses[1][k])}
+    assert changed == {"loss_semantic"}

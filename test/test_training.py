@@ -225,6 +225,18 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path, data_root, uninter
         train.main(["--config", str(config), "--output", str(out), "--resume"])
 
 
+def test_set_writes_values_over_the_config_file(tmp_path, data_root):
+    config = write_config(tmp_path / "config_in.yaml", data_root)
+    out = tmp_path / "out"
+    assert train.main(["--config", str(config), "--output", str(out), "--set",
+                       "training.max_iters=2", "model.unknown_fraction=0"]) == 0
+    assert [r["iteration"] for r in records(out)] == [1, 2]
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert stored["model"]["unknown_fraction"] == 0.0 and stored["training"]["max_iters"] == 2
+    _, model_config = load_model(out / "last.pt")
+    assert model_config.model.unknown_fraction == 0.0
+
+
 def test_existing_run_needs_resume(tmp_path, data_root, uninterrupted):
     config = write_config(tmp_path / "c.yaml", data_root)
     with pytest.raises(FileExistsError, match="--resume"):

@@ -1,6 +1,7 @@
 """Train UPSNet on one process or many (``torchrun``).
 
     python -m training.train --config CFG --output DIR [--resume] [--max-iters N]
+                             [--set SECTION.KEY=VALUE ...]
     torchrun --nproc_per_node=N -m training.train --config CFG --output DIR
 
 The recipe comes from the config's ``training:`` section (:mod:`training.settings`) and
@@ -29,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from upsnet_core.checkpoint import without_backbone_weights
-from upsnet_core.config import UPSNetConfig, load_config
+from upsnet_core.config import UPSNetConfig, load_config, parse_setting
 from upsnet_core.data import PanopticDataset
 from upsnet_core.modeling import build_model
 
@@ -80,6 +81,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--max-iters", type=int, default=None,
                         help="stop after this many iterations (default training.max_iters; "
                              "the learning-rate schedule is unchanged)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config values written over the file and checked like it, e.g. "
+                             "model.unknown_fraction=0 training.max_iters=1000 (values read as "
+                             "JSON); a resumed run needs the same --set")
     return parser.parse_args(argv)
 
 
@@ -132,7 +137,7 @@ def _progress(args: argparse.Namespace, checkpoints: CheckpointDirectory, traina
 
 def _start(args: argparse.Namespace, context: DistributedContext) -> Run:
     """Build the run: settings, model, optimizer, and the state of ``last.pt`` on resume."""
-    config = load_config(args.config)
+    config = load_config(args.config, dict(map(parse_setting, args.set)))
     training, data = training_settings(config), data_settings(config)
     max_iters = args.max_iters if args.max_iters is not None else training.max_iters
     if max_iters <= 0:

@@ -6,13 +6,14 @@ sections belong to the training pipeline and are kept as plain mappings here.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -180,6 +181,7 @@ ARCHITECTURE_KEYS: dict[str, frozenset[str]] = {
     "semantic_head": _PROPOSAL_BASED,
     "semantic_head.num_deform_layers": frozenset({"upsnet"}),
     "unknown_fraction": frozenset({"upsnet"}),
+    "semantic_class_balance": _PROPOSAL_BASED,
     "inference.nms_iou": _PROPOSAL_BASED,
     "inference.score_threshold": _PROPOSAL_BASED,
     "inference.mask_overlap_threshold": _PROPOSAL_BASED,
@@ -218,6 +220,9 @@ class ModelConfig:
     heads' own grid, labels taken at cell centres; 1 or 2 = the heads' logits (and the
     pasted mask logits) upsampled bilinearly, as inference does with ``decision_stride``,
     so thin and small regions that fall between cell centres are supervised too."""
+    semantic_class_balance: float = 0.0
+    """p >= 0: the semantic cross entropy weights each pixel by its class's pixel count in
+    the batch to the power -p (0: plain mean; 1: every class present weighs the same)."""
     panoptic_deeplab: PanopticDeepLabConfig = field(default_factory=PanopticDeepLabConfig)
     hps: HPSConfig = field(default_factory=HPSConfig)
 
@@ -321,12 +326,29 @@ def config_from_dict(values: dict) -> UPSNetConfig:
     return config
 
 
+def set_values(values: dict, settings: dict[str, Any]) -> dict:
+    """A copy of the nested mapping ``values`` in which each dotted key of ``settings``
+    (``"training.max_iters"``) takes its value; missing sections are created, so a key the
+    file leaves at its default can be set too. Nothing is checked here: the result goes
+    through :func:`config_from_dict` like a YAML file."""
+    values = copy.deepcopy(values)
+    for dotted, value in settings.items():
+        *sections, key = dotted.split(".")
+        parent = values
+        for section in sections:
+            child = parent.setdefault(section, {}) if isinstance(parent, dict) else None
+            if not isinstance(child, dict):
+                raise ValueError(f"cannot set '{dotted}': config key '{section}' is not a section")
+            parent = child
+        parent[key] = value
+    return values
+
+
 def with_inference_settings(config: UPSNetConfig, settings: dict[str, Any]) -> UPSNetConfig:
     """A copy of ``config`` whose ``model.inference`` section takes ``settings``, checked
     as if they had been written in the YAML file (errors name ``model.inference.<key>``)."""
-    values = config.to_dict()
-    values["model"]["inference"].update(settings)
-    return config_from_dict(values)
+    return config_from_dict(set_values(
+        config.to_dict(), {f"model.inference.{key}": value for key, value in settings.items()}))
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -352,13 +374,14 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def load_config(path: str | Path) -> UPSNetConfig:
-    """Read a YAML config file; errors name the file and the offending key."""
+def load_config(path: str | Path, settings: Optional[dict[str, Any]] = None) -> UPSNetConfig:
+    """Read a YAML config file, with ``settings`` (dotted keys, :func:`set_values`) written
+    over it; errors name the file and the offending key."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = set_values(yaml.safe_load(path.read_text()) or {}, settings or {})
         return config_from_dict(values)
     except (ValueError, KeyError, yaml.YAMLError) as error:
         raise ValueError(f"invalid config {path}: {error}") from error
@@ -381,6 +404,9 @@ def validate(config: UPSNetConfig) -> None:
         raise ValueError("model.rpn.anchor_sizes needs one size per FPN level P2..P6 (5 values)")
     if not 0.0 <= model.unknown_fraction < 1.0:
         raise ValueError("model.unknown_fraction must be in [0, 1)")
+    if model.semantic_class_balance < 0:
+        raise ValueError("model.semantic_class_balance must be >= 0 (the power -p of the class "
+                         f"pixel counts), got {model.semantic_class_balance}")
     if model.loss_stride not in (1, 2, 4):
         raise ValueError("model.loss_stride must be 1, 2 or 4 (it divides the heads' stride 4), "
                          f"got {model.loss_stride}")

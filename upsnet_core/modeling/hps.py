@@ -32,8 +32,7 @@ from .panoptic_head import panoptic_loss
 from .preprocess import ImageBatcher
 from .proposal_based import ProposalPanopticModel, proposal_parts
 from .semantic_fpn import NUM_LEVELS, UpsamplingStages, conv_norm_relu
-from .semantic_head import semantic_loss
-from .targets import labels_at_stride, on_loss_grid, panoptic_target
+from .targets import labels_at_stride, panoptic_target
 
 
 class HPSSemanticHead(nn.Module):
@@ -70,11 +69,10 @@ class HPS(ProposalPanopticModel):
     def __init__(self, batcher: ImageBatcher, backbone: nn.Module, instance_head: InstanceHead,
                  semantic_head: HPSSemanticHead, categories: CategorySet,
                  loss_weights: LossWeights, inference: InferenceConfig, hps: HPSConfig,
-                 loss_stride: int):
+                 **common):
         super().__init__(batcher, backbone, instance_head, semantic_head, categories,
-                         loss_weights, inference)
+                         loss_weights, inference, **common)
         self.beta = hps.soft_argmax_beta
-        self.loss_stride = loss_stride
 
     # ------------------------------------------------------------------ training
     def losses(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -84,9 +82,8 @@ class HPS(ProposalPanopticModel):
         weights = [torch.ones(len(b), device=b.device) for b in boxes]
         logits = self._semantic(levels, boxes, labels, weights, mask_logits)
         stride = self.loss_stride
-        grid_logits, semantic = on_loss_grid(logits, targets, stride)
+        grid_logits, semantic, losses["loss_semantic"] = self.semantic_loss_on_grid(logits, targets)
         size = tuple(grid_logits.shape[-2:])
-        losses["loss_semantic"] = semantic_loss(grid_logits, semantic)
         num_stuff = self.categories.num_stuff
         fused, panoptic = [], []
         for image_logits, image_semantic, target, masks_logits in zip(grid_logits, semantic, targets,
@@ -149,4 +146,4 @@ def build_hps(config: UPSNetConfig) -> HPS:
                                       categories.num_classes,
                                       categories.num_things if hps.initial_segmentation_image else 0,
                                       hps.refine_blocks),
-        hps=hps, loss_stride=model.loss_stride)
+        hps=hps)

@@ -11,8 +11,6 @@ from .instance_head import InstanceHead
 from .preprocess import ImageBatcher
 from .proposal_based import ProposalPanopticModel, proposal_parts
 from .semantic_fpn import SemanticFPNHead
-from .semantic_head import semantic_loss
-from .targets import on_loss_grid
 
 
 class PanopticFPN(ProposalPanopticModel):
@@ -23,15 +21,14 @@ class PanopticFPN(ProposalPanopticModel):
 
     def __init__(self, batcher: ImageBatcher, backbone: nn.Module, instance_head: InstanceHead,
                  semantic_head: SemanticFPNHead, categories: CategorySet,
-                 loss_weights: LossWeights, inference: InferenceConfig, loss_stride: int):
+                 loss_weights: LossWeights, inference: InferenceConfig, **common):
         super().__init__(batcher, backbone, instance_head, semantic_head, categories,
-                         loss_weights, inference)
-        self.loss_stride = loss_stride
+                         loss_weights, inference, **common)
 
     def losses(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         _, _, levels, losses = self.training_step_start(images, targets)
-        logits, semantic = on_loss_grid(self.semantic_head(levels), targets, self.loss_stride)
-        losses["loss_semantic"] = semantic_loss(logits, semantic)
+        _, _, losses["loss_semantic"] = self.semantic_loss_on_grid(self.semantic_head(levels),
+                                                                   targets)
         return self.weighted(losses)
 
 
@@ -41,5 +38,4 @@ def build_panoptic_fpn(config: UPSNetConfig) -> PanopticFPN:
     return PanopticFPN(
         **parts,
         semantic_head=SemanticFPNHead(parts["backbone"].out_channels, head.channels,
-                                      parts["categories"].num_classes, head.norm_groups),
-        loss_stride=config.model.loss_stride)
+                                      parts["categories"].num_classes, head.norm_groups))

@@ -14,12 +14,13 @@ from ..config import InferenceConfig, LossWeights, UPSNetConfig
 from ..profiling import Timer, no_timer
 from . import postprocess as post
 from .backbone import build_backbone
-from .grid import decision_grid_logits
+from .grid import HEAD_STRIDE, decision_grid_logits
 from .instance_head import InstanceHead, build_instance_head
 from .meta_arch import PanopticModel
 from .panoptic_head import paste_mask_logits
 from .preprocess import ImageBatcher
-from .targets import check_targets
+from .semantic_head import semantic_loss
+from .targets import check_targets, on_loss_grid
 
 SEMANTIC_LEVELS = ("0", "1", "2", "3")
 """Backbone outputs the semantic branches read: P2..P5."""
@@ -35,10 +36,13 @@ class ProposalPanopticModel(PanopticModel):
 
     def __init__(self, batcher: ImageBatcher, backbone: nn.Module, instance_head: InstanceHead,
                  semantic_head: nn.Module, categories: CategorySet, loss_weights: LossWeights,
-                 inference: InferenceConfig):
+                 inference: InferenceConfig, loss_stride: int = HEAD_STRIDE,
+                 semantic_class_balance: float = 0.0):
         super().__init__(batcher, backbone, categories, loss_weights, inference)
         self.instance_head = instance_head
         self.semantic_head = semantic_head
+        self.loss_stride = loss_stride
+        self.semantic_class_balance = semantic_class_balance
 
     def features(self, batch: ImageList) -> tuple[dict[str, Tensor], list[Tensor]]:
         """All backbone outputs, and P2..P5 ``(N, C, H/2^k, W/2^k)`` for the semantic branch."""
@@ -123,6 +127,14 @@ class ProposalPanopticModel(PanopticModel):
         losses.update(self.instance_head.losses(features, proposals, batch.image_sizes, targets))
         return batch, features, levels, losses
 
+    def semantic_loss_on_grid(self, logits: Tensor, targets: list[dict[str, Tensor]]
+                              ) -> tuple[Tensor, Tensor, Tensor]:
+        """``logits (N, C, H/4, W/4)`` upsampled to the loss grid (``loss_stride``), the
+        targets' semantic labels there ``(N, h, w)``, and the semantic cross entropy."""
+        grid_logits, semantic = on_loss_grid(logits, targets, self.loss_stride)
+        return grid_logits, semantic, semantic_loss(grid_logits, semantic,
+                                                    self.semantic_class_balance)
+
     def detections(self, batch: ImageList, features: dict[str, Tensor],
                    timer: Timer) -> tuple[list[dict[str, Tensor]], list[Tensor]]:
         """Per image: the detections that survive class-agnostic NMS and the score threshold
@@ -169,12 +181,13 @@ class ProposalPanopticModel(PanopticModel):
 
 def proposal_parts(config: UPSNetConfig) -> dict:
     """The constructor arguments every :class:`ProposalPanopticModel` takes from ``config``
-    (batcher, ResNet-FPN backbone, instance head, categories, loss weights, inference);
-    the semantic head is the architecture's own."""
+    (batcher, ResNet-FPN backbone, instance head, categories, loss weights, inference,
+    the semantic loss's grid and class balance); the semantic head is the architecture's own."""
     categories = config.category_set()
     model = config.model
     backbone = build_backbone(model.backbone)
     return dict(batcher=ImageBatcher(model.input), backbone=backbone,
                 instance_head=build_instance_head(model.rpn, model.roi_heads, backbone.out_channels,
                                                   categories.num_things),
-                categories=categories, loss_weights=model.loss_weights, inference=model.inference)
+                categories=categories, loss_weights=model.loss_weights, inference=model.inference,
+                loss_stride=model.loss_stride, semantic_class_balance=model.semantic_class_balance)

@@ -60,15 +60,25 @@ class SemanticHead(nn.Module):
         return self.classifier(torch.cat(maps, dim=1))
 
 
-def semantic_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Pixel-wise cross entropy at 1/4 scale.
+def semantic_loss(logits: Tensor, targets: Tensor, class_balance: float = 0.0) -> Tensor:
+    """Pixel-wise cross entropy on the loss grid.
 
     ``logits (N, C, h, w)``; ``targets (N, h, w)`` int64 with IGNORE_INDEX for no label.
-    Zero (with a gradient path) when no pixel is labelled.
+    ``class_balance`` p weights each pixel by ``n_c ** -p``, ``n_c`` the batch's labelled
+    pixels of its class, and divides by the weights' sum: 0 is the plain mean, 1 the mean
+    of the classes' mean losses, so that thin classes (poles, signs) are not outvoted by
+    road and sky. Zero (with a gradient path) when no pixel is labelled.
     """
-    if not (targets != IGNORE_INDEX).any():
+    labelled = targets != IGNORE_INDEX
+    if not labelled.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+    if class_balance == 0.0:
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+    counts = torch.bincount(targets[labelled], minlength=logits.shape[1]).to(logits.dtype)
+    weights = counts.clamp(min=1.0).pow(-class_balance)
+    pixel_losses = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="none")
+    pixel_weights = weights[targets.clamp(min=0, max=logits.shape[1] - 1)] * labelled
+    return (pixel_losses * pixel_weights).sum() / pixel_weights.sum()
 
 
 def semantic_roi_loss(logits: Tensor, boxes: list[Tensor], full_targets: list[Tensor],

@@ -11,8 +11,8 @@ from .instance_head import InstanceHead
 from .panoptic_head import PanopticHead, panoptic_loss, paste_mask_logits
 from .preprocess import ImageBatcher
 from .proposal_based import ProposalPanopticModel, proposal_parts
-from .semantic_head import SemanticHead, semantic_loss, semantic_roi_loss
-from .targets import labels_at_stride, on_loss_grid, panoptic_target, sample_unknown
+from .semantic_head import SemanticHead, semantic_roi_loss
+from .targets import labels_at_stride, panoptic_target, sample_unknown
 
 
 class UPSNet(ProposalPanopticModel):
@@ -28,21 +28,19 @@ class UPSNet(ProposalPanopticModel):
     def __init__(self, batcher: ImageBatcher, backbone: nn.Module, instance_head: InstanceHead,
                  semantic_head: SemanticHead, panoptic_head: PanopticHead,
                  categories: CategorySet, loss_weights: LossWeights, inference: InferenceConfig,
-                 unknown_fraction: float, loss_stride: int = HEAD_STRIDE):
+                 unknown_fraction: float, **common):
         super().__init__(batcher, backbone, instance_head, semantic_head, categories,
-                         loss_weights, inference)
+                         loss_weights, inference, **common)
         self.panoptic_head = panoptic_head
         self.unknown_fraction = unknown_fraction
-        self.loss_stride = loss_stride
 
     # ------------------------------------------------------------------ training
     def losses(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """The eight losses, each multiplied by its weight from the config."""
         batch, features, levels, losses = self.training_step_start(images, targets)
         logits = self.semantic_head(levels)
-        grid_logits, semantic = on_loss_grid(logits, targets, self.loss_stride)
+        grid_logits, semantic, losses["loss_semantic"] = self.semantic_loss_on_grid(logits, targets)
         boxes = [t["boxes"] for t in targets]
-        losses["loss_semantic"] = semantic_loss(grid_logits, semantic)
         losses["loss_semantic_roi"] = semantic_roi_loss(
             logits, boxes, [t["semantic"] for t in targets], HEAD_STRIDE)
         mask_logits = self.instance_head.mask_logits(
@@ -104,5 +102,4 @@ def build_upsnet(config: UPSNetConfig) -> UPSNet:
                                    head.norm_groups),
         panoptic_head=PanopticHead(parts["categories"].num_stuff),
         unknown_fraction=model.unknown_fraction,
-        loss_stride=model.loss_stride,
     )
