@@ -47,8 +47,13 @@ ros: venv repair system-deps
 	colcon build --base-paths . \
 	  --cmake-args -DPython3_EXECUTABLE=$(PY) -DBUILD_TESTING=OFF
 
+## test: Fast DDS's own `shm clean` first removes the shared-memory segments and ports of
+## DDS processes that were killed (their locks are free): on a machine where earlier runs
+## were killed they stalled discovery; segments of live processes are kept.
 test: venv ros
-	cd $(ROOT) && source scripts/env.sh && $(PY) -m pytest $(PYTEST_ARGS)
+	cd $(ROOT) && source scripts/env.sh && \
+	{ $(VENV)/bin/fastdds shm clean >/dev/null || echo "warning: fastdds shm clean failed"; } && \
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## demo: rosbag replay evaluation of the shipped default model: 20 fresh Cityscapes-like
 ## frames (not seen in training) as a ROS 2 bag (data/demo_bag, made once), replayed through
