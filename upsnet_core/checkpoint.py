@@ -21,7 +21,7 @@ from .modeling import PanopticModel, build_model
 FORMAT = "upsnet-checkpoint"
 FORMAT_VERSION = 1
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "upsnet_small_synthetic.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "upsnet_mobilenet_synthetic.pt"
 """The default model shipped in the repository (see models/MODEL_CARD.md)."""
 
 

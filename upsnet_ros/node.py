@@ -45,7 +45,7 @@ from upsnet_ros.msg import CategoryMap, PanopticInstanceArray
 from upsnet_ros.parameters import THRESHOLDS, declare_parameters, parameter_error
 
 PACKAGE = "upsnet_ros"
-DEFAULT_MODEL = "models/upsnet_small_synthetic.pt"
+DEFAULT_MODEL = "models/upsnet_mobilenet_synthetic.pt"
 """The shipped model, relative to the package's share folder (and the repository root)."""
 SHUTDOWN_WAIT = 1.0
 """Seconds that shutdown waits for the frame in progress (the node must exit within 2 s)."""

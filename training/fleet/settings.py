@@ -83,7 +83,7 @@ class LabelSettings:
 class FinetuneSettings:
     """Fine-tuning with :mod:`training.train` (:mod:`training.fleet.finetune`)."""
 
-    base: str = "models/upsnet_small_synthetic.pt"
+    base: str = "models/upsnet_mobilenet_synthetic.pt"
     """The current model: initial weights, model config, and the teacher by default."""
     new_data_weight: float = 1.0
     """Share of the fleet data in the training stream, relative to ``original_data``."""
