@@ -133,3 +133,20 @@ def test_init_weights_of_another_model_is_refused(tmp_path, two_datasets):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(values))
     with pytest.raises(CheckpointError, match="model.semantic_head.channels"):
         train.main(["--config", str(tmp_path / "c.yaml"), "--output", str(tmp_path / "run")])
+
+
+def test_init_weights_may_change_losses_and_post_processing(tmp_path, two_datasets):
+    """The shipped model's file stores tuned post-processing: fine-tuning it with the
+    recipe's config, or with another loss, starts from its weights."""
+    base_values = small_config({"root": str(two_datasets[0])})
+    base_values["model"] = {**SMALL["model"], "inference": {"score_threshold": 0.3,
+                                                            "stuff_area": 1024}}
+    base_config = config_from_dict(base_values)
+    base = save_checkpoint(tmp_path / "base.pt", build_upsnet(base_config), base_config)
+    values = small_config({"root": str(two_datasets[0])}, {"init_weights": str(base)})
+    values["model"] = {**SMALL["model"], "semantic_class_balance": 0.5, "unknown_fraction": 0.1}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(values))
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--output",
+                       str(tmp_path / "run")]) == 0
+    stored = read_checkpoint(tmp_path / "run" / "last.pt")["config"].model
+    assert stored.semantic_class_balance == 0.5 and stored.unknown_fraction == 0.1

@@ -181,6 +181,13 @@ def resume_training(path: Path, trainables: Trainables, config: UPSNetConfig,
                     extra.get("metrics", {}), _rng_state(path, extra, context))
 
 
+FREE_WHEN_FINE_TUNING = ("model.loss_weights", "model.loss_stride", "model.unknown_fraction",
+                         "model.semantic_class_balance", "model.inference")
+"""Model keys that set how a network is trained or decides, not which weights it has: a run
+that starts from another run's weights (``training.init_weights``) may change them, e.g.
+fine-tune the shipped model (whose file stores tuned post-processing) with another loss."""
+
+
 def initialise_weights(path: Path, model: nn.Module, config: UPSNetConfig) -> None:
     """Load only the weights of the checkpoint at ``path`` into ``model`` (the start of a
     fine-tuning run).
@@ -189,7 +196,7 @@ def initialise_weights(path: Path, model: nn.Module, config: UPSNetConfig) -> No
         CheckpointError: unreadable file, or another model or categories than ``config``.
     """
     contents = read_checkpoint(path)
-    _check_same_model(path, contents["config"], config)
+    _check_same_model(path, contents["config"], config, ignored=FREE_WHEN_FINE_TUNING)
     model.load_state_dict(contents["model"])
 
 
@@ -203,10 +210,14 @@ def _rng_state(path: Path, extra: dict, context: DistributedContext) -> Optional
     return None
 
 
-def _check_same_model(path: Path, saved: UPSNetConfig, config: UPSNetConfig) -> None:
+def _check_same_model(path: Path, saved: UPSNetConfig, config: UPSNetConfig,
+                      ignored: tuple[str, ...] = ()) -> None:
+    """Raise unless the categories and model configs agree, but for the ``ignored`` keys
+    (dotted, with everything below them)."""
     saved_values, values = saved.resolved().to_dict(), config.resolved().to_dict()
     differences = [key for section in ("categories", "model")
-                   for key in _differences(saved_values[section], values[section], section)]
+                   for key in _differences(saved_values[section], values[section], section)
+                   if not any(key == i or key.startswith(i + ".") for i in ignored)]
     if differences:
         raise CheckpointError(f"{path} was trained with another model config: it differs at "
                               f"{differences[:10]}; resume with the config it was trained with")
