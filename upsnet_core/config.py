@@ -329,8 +329,9 @@ def config_from_dict(values: dict) -> UPSNetConfig:
 def set_values(values: dict, settings: dict[str, Any]) -> dict:
     """A copy of the nested mapping ``values`` in which each dotted key of ``settings``
     (``"training.max_iters"``) takes its value; missing sections are created, so a key the
-    file leaves at its default can be set too. Nothing is checked here: the result goes
-    through :func:`config_from_dict` like a YAML file."""
+    file leaves at its default can be set too. Raises only when a key's section is a
+    value; names and values are checked after, by :func:`config_from_dict`, as in a YAML
+    file."""
     values = copy.deepcopy(values)
     for dotted, value in settings.items():
         *sections, key = dotted.split(".")
