@@ -332,12 +332,14 @@ def set_values(values: dict, settings: dict[str, Any]) -> dict:
     file leaves at its default can be set too. Raises only when a key's section is a
     value; names and values are checked after, by :func:`config_from_dict`, as in a YAML
     file."""
+    if not isinstance(values, dict):
+        return values  # config_from_dict names the malformed file
     values = copy.deepcopy(values)
     for dotted, value in settings.items():
         *sections, key = dotted.split(".")
         parent = values
         for section in sections:
-            child = parent.setdefault(section, {}) if isinstance(parent, dict) else None
+            child = parent.setdefault(section, {})
             if not isinstance(child, dict):
                 raise ValueError(f"cannot set '{dotted}': config key '{section}' is not a section")
             parent = child

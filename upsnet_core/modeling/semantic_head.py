@@ -77,7 +77,7 @@ def semantic_loss(logits: Tensor, targets: Tensor, class_balance: float = 0.0) -
     counts = torch.bincount(targets[labelled], minlength=logits.shape[1]).to(logits.dtype)
     weights = counts.clamp(min=1.0).pow(-class_balance)
     pixel_losses = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="none")
-    pixel_weights = weights[targets.clamp(min=0, max=logits.shape[1] - 1)] * labelled
+    pixel_weights = weights[targets.masked_fill(~labelled, 0)] * labelled
     return (pixel_losses * pixel_weights).sum() / pixel_weights.sum()
 
 
