@@ -12,6 +12,7 @@ not drops. A node process started by the caller that dies is restarted (at most
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -131,10 +132,9 @@ class Replayer:
 
         def ready() -> bool:
             if process is not None and process.process.poll() is not None:
-                if len(stats.node_deaths) >= MAX_RESTARTS:
+                if not self._restart(process, stats):
                     raise ReplayError(f"the node exited with code {process.process.returncode}"
                                       f":\n{process.log()[-3000:]}")
-                stats.node_deaths.append(process.restart())
                 self.recorder.categories_received = False
                 return False
             return (self.publisher.get_subscription_count() > 0
@@ -158,10 +158,20 @@ class Replayer:
         :data:`MAX_RESTARTS` times; False once it is past that."""
         if process is None or process.process.poll() is None:
             return True
+        if not self._restart(process, stats):
+            return False
+        self.wait_for_node(startup_timeout, process, stats)
+        return True
+
+    @staticmethod
+    def _restart(process: NodeProcess, stats: ReplayStats) -> bool:
+        """Restart the dead node ``process`` and record its exit status; False (and no
+        restart) once it has died :data:`MAX_RESTARTS` times."""
         if len(stats.node_deaths) >= MAX_RESTARTS:
             return False
         stats.node_deaths.append(process.restart())
-        self.wait_for_node(startup_timeout, process, stats)
+        print(f"replay: the node exited with code {stats.node_deaths[-1]}; restarted it "
+              "(the frames it loses count as dropped)", file=sys.stderr, flush=True)
         return True
 
     def run(self, bag: Any, rate: Optional[float], frame_timeout: float,
@@ -180,6 +190,9 @@ class Replayer:
         with open_reader(bag) as reader:
             total = reader.count(self.image_topic)
             first_stamp = None
+            # The one line a caller (or a test injecting faults) can wait on without DDS.
+            print(f"replay: node ready, publishing {total} frames of {self.image_topic}",
+                  file=sys.stderr, flush=True)
             bar = tqdm(total=total, desc="replay", unit="frame", disable=not progress)
             for _, data, _ in iter_raw(reader, self.image_topic):
                 stamp = cdr_stamp_ns(data)
