@@ -1,9 +1,10 @@
 """The speed-ups leave outputs unchanged, on the shipped model with synthetic street
 scenes at camera size and on a random-weight model whose detections all reach the
-panoptic head: the Predictor's channels-last weights and inference mode give the label
-image, semantic image and segments (scores to 1e-5: float32 sums in another order) of the
-plain path (``no_grad``, default weight layout); the box-local panoptic decision gives
-exactly those of the dense panoptic logits' maximum, at decision strides 1, 2 and 4."""
+panoptic head: the Predictor's folded batch norms, channels-last weights and inference
+mode give the label image, semantic image and segments (scores to 1e-5: float32 sums in
+another order) of the plain path (``no_grad``, norms, default weight layout); the
+box-local panoptic decision gives exactly those of the dense panoptic logits' maximum, at
+decision strides 1, 2 and 4."""
 from __future__ import annotations
 
 import copy
@@ -18,6 +19,7 @@ from upsnet_core.data.synthetic import FrameRenderer, frame_rng
 from upsnet_core.data.transforms import resize_image
 from upsnet_core.inference import Predictor, image_to_tensor, scaled_size
 from upsnet_core.modeling import build_upsnet
+from upsnet_core.modeling.norm_folding import NORMS
 from upsnet_core.modeling.panoptic_head import PanopticHead
 
 
@@ -39,6 +41,7 @@ def assert_same_outputs(model, config, images: list[np.ndarray]) -> None:
                       if isinstance(m, torch.nn.Conv2d))  # conv1 of a ResNet, features.0 of a MobileNet
     weight = first_conv.weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert not any(isinstance(m, NORMS) for m in predictor.model.modules())  # all folded
     instances = 0
     for image in images:
         expected = plain_result(plain, image, predictor.input_long_side)
