@@ -105,6 +105,18 @@ def test_segment_stats_equal_the_rendered_image(h, w, out_h, out_w, seed):
         assert torch.allclose(stats.centroid[index], torch.stack([xs.double().mean(), ys.double().mean()]))
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 50), st.integers(1, 50),
+       st.sampled_from([1, 2, 4]), st.integers(0, 10_000))
+def test_lookup_equals_indexing(h, w, out_h, out_w, stride, seed):
+    """Up- and downsampling, whole and fractional ratios: the repeats are the indexing."""
+    cells = torch.randint(0, 30_000, (h, w), generator=torch.Generator().manual_seed(seed),
+                          dtype=torch.int32)
+    rows = post.output_index(out_h, h * stride, stride, cells.device)
+    cols = post.output_index(out_w, w * stride, stride, cells.device)
+    assert torch.equal(post.lookup(cells, rows, cols), cells[rows][:, cols])
+
+
 def test_small_stuff_segments_become_void():
     cells = torch.tensor([[7000, 7000, 8000], [24001, 7000, 7000]])
     rows, cols = torch.arange(2), torch.arange(3)

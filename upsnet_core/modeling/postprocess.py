@@ -241,13 +241,17 @@ def render(cell_ids: Tensor, row_index: Tensor, col_index: Tensor) -> tuple[Tens
 
 
 def lookup(cells: Tensor, row_index: Tensor, col_index: Tensor) -> Tensor:
-    """``cells[row_index][:, col_index]`` for ``cells (h, w)``: ``(len(row_index), len(col_index))``.
+    """``cells[row_index][:, col_index]`` for ``cells (h, w)`` and non-decreasing indices (as
+    :func:`output_index` gives): ``(len(row_index), len(col_index))``.
 
-    Two gathers with broadcast indices: the same values as ``index_select`` along each
-    axis, 4x faster on the CPU (1024x2048 int32 from 256x512: 3 ms instead of 12).
+    Each cell repeated as many times as it is indexed, columns first: the same values as
+    indexing, 3x faster than two gathers on the CPU (1024x2048 int32 from 256x512: 1.2 ms
+    instead of 3.7; the label and semantic images were 10 % of the default model's
+    post-processing).
     """
-    wide = torch.gather(cells, 1, col_index[None].expand(len(cells), -1))
-    return torch.gather(wide, 0, row_index[:, None].expand(-1, wide.shape[1]))
+    cols = torch.bincount(col_index, minlength=cells.shape[1])
+    rows = torch.bincount(row_index, minlength=cells.shape[0])
+    return cells.repeat_interleave(cols, dim=1).repeat_interleave(rows, dim=0)
 
 
 def argmax(logits: Tensor) -> Tensor:
