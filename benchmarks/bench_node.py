@@ -10,9 +10,10 @@ in the default memory layout, autograd off with ``no_grad``), on the same frame 
 same conversion and resize (median).
 Model inference: ``Predictor`` (channels-last weights, inference mode, or onnxruntime
 with ``--backend onnxruntime``) called in this process on the same rgb8 frame (median).
-Both run on a worker thread of their own, as in the node (PyTorch's CPU threading
-differs between the main thread and others, a lot on a busy machine), and the baseline's
-label image is compared with the Predictor's. Their CPU time (all threads of this
+Both are loaded and run on one worker thread, the only thread of this process that runs
+PyTorch work, as in the node (each thread that does keeps an OpenMP team, and two teams
+on a 2-core machine slow each other), and the baseline's label image is compared with
+the Predictor's. Their CPU time (all threads of this
 process) is printed too: on a machine shared with other jobs it varies far less than
 the wall-clock time.
 End to end: one frame published at a time to the node (its own process, installed
@@ -23,6 +24,13 @@ figure from /diagnostics is printed too. Without ``--checkpoint`` the shipped de
 model is used, or a random-weight ``config/upsnet_small.yaml`` model where it is absent.
 ``--input-long-side`` is the node parameter (-1, default: the checkpoint's network input
 size; 0: the full frame), used for all measurements.
+Reference (``--reference REV``): the repository at git revision ``REV`` (its
+``upsnet_core`` and its default model, unpacked with ``git archive``) in a process of
+its own, its ``Predictor`` called on the same frame in the same rounds (median), as its
+node called it: loaded and warmed up on the main thread, called on a worker thread. That
+is the node's inference as it was at ``REV`` (without its message handling), measured in
+this run. ``b53865b`` is the code the speed issue
+(#14) was filed against ("today ~270-300 ms"), with the ResNet-18 default model.
 """
 from __future__ import annotations
 
@@ -30,9 +38,11 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -67,19 +77,14 @@ def benchmark_checkpoint(path: str | None, folder: Path) -> Path:
         return save_checkpoint(folder / "random_small.pt", build_upsnet(config), config)
 
 
-def on_thread(function: Callable[[], Any]) -> tuple[float, float, Any]:
+def timed(thread: ThreadPoolExecutor, function: Callable[[], Any]) -> tuple[float, float, Any]:
     """Wall-clock and CPU seconds (all of this process's threads) taken by ``function()`` on
-    a thread of its own, as in the node, and its result."""
-    outcome: list[Any] = []
-
-    def run() -> None:
+    ``thread``, and its result."""
+    def run() -> tuple[float, float, Any]:
         wall, cpu = time.perf_counter(), time.process_time()
         result = function()
-        outcome[:] = [time.perf_counter() - wall, time.process_time() - cpu, result]
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return outcome[0], outcome[1], outcome[2]
+        return time.perf_counter() - wall, time.process_time() - cpu, result
+    return thread.submit(run).result()
 
 
 def predictor_call(checkpoint: Path, image: np.ndarray, long_side: int,
@@ -104,6 +109,54 @@ def plain_call(checkpoint: Path, image: np.ndarray, long_side: int) -> Callable[
             tensor = resize_image(image_to_tensor(image), size)
             return model.predict([tensor], output_sizes=[(height, width)])[0]
     return call
+
+
+REFERENCE_SERVER = """
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from upsnet_core.checkpoint import default_checkpoint
+from upsnet_core.inference import Predictor
+image = np.load(sys.argv[1])
+predictor = Predictor.from_checkpoint(default_checkpoint(), "cpu")
+predictor(np.zeros((64, 64, 3), dtype=np.uint8))
+worker = ThreadPoolExecutor(1)
+print("ready", flush=True)
+for _ in sys.stdin:
+    wall, cpu = time.perf_counter(), time.process_time()
+    worker.submit(predictor, image).result()
+    print(time.perf_counter() - wall, time.process_time() - cpu, flush=True)
+"""
+
+
+@contextlib.contextmanager
+def reference_process(revision: str, image: np.ndarray,
+                      folder: Path) -> Iterator[Callable[[], tuple[float, float, None]]]:
+    """``call()`` timing one ``Predictor`` call of git revision ``revision`` (its code and
+    default model, module docstring) on ``image``: wall and CPU seconds."""
+    tree = folder / "reference"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "upsnet_core", "models"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    np.save(folder / "frame.npy", image)
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    process = subprocess.Popen([sys.executable, "-c", REFERENCE_SERVER, str(folder / "frame.npy")],
+                               cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the reference process of {revision} did not start")
+
+    def call() -> tuple[float, float, None]:
+        process.stdin.write("\n")
+        process.stdin.flush()
+        wall, cpu = process.stdout.readline().split()
+        return float(wall), float(cpu), None
+    try:
+        yield call
+    finally:
+        process.stdin.close()
+        process.wait(30)
 
 
 @contextlib.contextmanager
@@ -153,17 +206,27 @@ def main() -> None:
     parser.add_argument("--input-long-side", type=int, default=-1,
                         help="network input long side (-1: the checkpoint's, 0: full frame)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument("--reference", metavar="REV",
+                        help="also time the node's inference at git revision REV (docstring)")
     args = parser.parse_args()
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
-    times: dict[str, list[float]] = {"baseline": [], "model": [], "end_to_end": [],
-                                     "baseline_cpu": [], "model_cpu": []}
-    with tempfile.TemporaryDirectory() as folder:
+    times: dict[str, list[float]] = {name: [] for name in (
+        "baseline", "model", "reference", "end_to_end", "baseline_cpu", "model_cpu",
+        "reference_cpu")}
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
         checkpoint = benchmark_checkpoint(args.checkpoint, Path(folder))
         print(f"checkpoint {checkpoint}, {args.height}x{args.width} rgb8, CPU, "
               f"{torch.get_num_threads()} threads, {args.frames} frames, "
               f"input_long_side {args.input_long_side}, backend {args.backend}")
-        calls = {"baseline": plain_call(checkpoint, image, args.input_long_side),
-                 "model": predictor_call(checkpoint, image, args.input_long_side, args.backend)}
+        # One thread runs all of this process's PyTorch work, loading included, as the
+        # node's worker does (node.py, on_configure: a second OpenMP team slows both).
+        torch_thread = ThreadPoolExecutor(1, thread_name_prefix="bench-torch")
+        calls = {"baseline": torch_thread.submit(plain_call, checkpoint, image,
+                                                 args.input_long_side).result(),
+                 "model": torch_thread.submit(predictor_call, checkpoint, image,
+                                              args.input_long_side, args.backend).result()}
+        if args.reference:
+            reference = stack.enter_context(reference_process(args.reference, image, Path(folder)))
         results: dict[str, PanopticResult] = {}
         with running_node(checkpoint, args.input_long_side, args.backend,
                           Path(folder) / "node.log") as probe:
@@ -171,13 +234,17 @@ def main() -> None:
             # the first round is a warm-up.
             for index in range(args.frames + 1):
                 for name, call in calls.items():
-                    seconds, cpu, results[name] = on_thread(call)
+                    seconds, cpu, results[name] = timed(torch_thread, call)
                     times[name].append(seconds)
                     times[name + "_cpu"].append(cpu)
+                if args.reference:
+                    seconds, cpu, _ = reference()
+                    times["reference"].append(seconds)
+                    times["reference_cpu"].append(cpu)
                 times["end_to_end"].append(end_to_end(probe, image, index))
             diagnostics = probe.wait_for_diagnostics(bool, 10)
-    baseline, model, e2e, baseline_cpu, model_cpu = (statistics.median(times[k][1:])
-                                                     for k in times)
+    baseline, model, reference, e2e, baseline_cpu, model_cpu, reference_cpu = (
+        statistics.median(times[k][1:]) if times[k] else 0.0 for k in times)
     latency = times["end_to_end"][1:]
     node_p50 = float(diagnostics["inference_ms_p50"])
     agreement = (results["model"].panoptic == results["baseline"].panoptic).double().mean().item()
@@ -190,6 +257,10 @@ def main() -> None:
     print(f"end to end (publish -> labels, median): {e2e * 1e3:8.1f} ms "
           f"(min {min(latency) * 1e3:.1f}, max {max(latency) * 1e3:.1f})")
     print(f"end to end / baseline:                  {e2e / baseline:8.2f}")
+    if args.reference:
+        print(f"reference {args.reference} (its Predictor):  {reference * 1e3:8.1f} ms "
+              f"(CPU time {reference_cpu * 1e3:.1f} ms)")
+        print(f"end to end / reference:                 {e2e / reference:8.2f}")
     print(f"node overhead (end to end - model):     {(e2e - model) * 1e3:8.1f} ms")
     print(f"node overhead (end to end - node p50):  {e2e * 1e3 - node_p50:8.1f} ms")
 

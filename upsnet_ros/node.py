@@ -3,7 +3,8 @@
 configure loads the checkpoint and warms the model up, activate creates the
 subscriptions and publishers, deactivate removes them, cleanup frees the model.
 Inference runs on a worker thread on the newest frame only (older waiting frames are
-dropped and counted), so the executor's callbacks never block. Everything about
+dropped and counted), so the executor's callbacks never block; the executor's thread
+runs no PyTorch work (see ``on_configure``). Everything about
 pixels (resizing, label images, segment statistics, overlays) comes from upsnet_core;
 this module converts messages, holds parameters and QoS, and reports diagnostics.
 
@@ -18,6 +19,7 @@ import os
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +110,12 @@ class UPSNetNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._load_model()
+            # On a thread that ends when loaded, not the executor's: each thread that runs
+            # PyTorch CPU work keeps an OpenMP team, and with two teams on a 2-core
+            # machine OpenMP stops spin-waiting (more threads than cores), which made the
+            # worker's inference 30 % slower (1024x2048, default model: 106 -> 79 ms).
+            with ThreadPoolExecutor(1, thread_name_prefix="upsnet-load") as loader:
+                loader.submit(self._load_model).result()
         except (CheckpointError, ValueError, RuntimeError) as error:
             self._predictor = None
             self.get_logger().error(f"configure failed: {error}")
