@@ -94,6 +94,9 @@ class Predictor:
     model into a temporary folder when None) on the CPU; the model still supplies the
     categories and the post-processing thresholds. ONNX export covers UPSNet checkpoints;
     other architectures run with ``backend="torch"``.
+
+    With ``backend="torch"`` the model is prepared in place (:func:`prepare_for_inference`:
+    its batch norms are folded away), so pass a copy of a model that will be trained on.
     """
 
     def __init__(self, model: PanopticModel, config: UPSNetConfig, device: str = "auto",
