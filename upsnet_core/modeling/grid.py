@@ -19,7 +19,10 @@ def decision_grid_logits(logits: Tensor, input_size: tuple[int, int], stride: in
     """
     cells = tuple(-(-side // HEAD_STRIDE) for side in input_size)
     fine = tuple(-(-side // stride) for side in input_size)
-    return upsample_logits(logits[None, :, :cells[0], :cells[1]], stride)[0, :, :fine[0], :fine[1]]
+    # contiguous: one image of a channels-last batch, viewed as a batch of one, sends
+    # interpolate to a generic kernel 3x slower (19x128x256 to 512x1024: 72 against 23 ms)
+    crop = logits[None, :, :cells[0], :cells[1]].contiguous()
+    return upsample_logits(crop, stride)[0, :, :fine[0], :fine[1]]
 
 
 def upsample_logits(logits: Tensor, stride: int) -> Tensor:

@@ -38,6 +38,10 @@ class SemanticHead(nn.Module):
     Each of P2..P5 ``(N, C_in, H/2^k, W/2^k)`` goes through the same (weight-shared) stack
     of deformable convs, is upsampled to the size of P2, and the four maps are
     concatenated; a 1x1 conv gives ``(N, num_classes, H/4, W/4)``.
+
+    The 1x1 conv of the concatenation is computed as the sum of its four per-map parts,
+    each applied before upsampling: both steps are linear, so the logits are the same,
+    and ``num_classes`` channels are upsampled instead of ``channels`` (no concatenation).
     """
 
     def __init__(self, in_channels: int, channels: int, num_layers: int, num_classes: int,
@@ -54,10 +58,11 @@ class SemanticHead(nn.Module):
         if len(features) != NUM_LEVELS:
             raise ValueError(f"the semantic head takes P2..P5 ({NUM_LEVELS} maps), got {len(features)}")
         size = features[0].shape[-2:]
-        maps = [self.subnet(f) for f in features]
-        maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                            for m in maps[1:]]
-        return self.classifier(torch.cat(maps, dim=1))
+        parts = self.classifier.weight.chunk(NUM_LEVELS, dim=1)
+        logits = [F.conv2d(self.subnet(f), part) for f, part in zip(features, parts)]
+        upsampled = [F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+                     for level in logits[1:]]
+        return torch.stack([logits[0], *upsampled]).sum(0) + self.classifier.bias[:, None, None]
 
 
 def semantic_loss(logits: Tensor, targets: Tensor, class_balance: float = 0.0) -> Tensor:
