@@ -19,7 +19,10 @@ merge, so both post-processings work on up to ``detections_per_img`` instances. 
 methods get the same normalised, padded image tensor; torchvision's own resizing
 transform is not used (it would rescale to 800 px), and Mask R-CNN's masks are taken as
 28x28 before torchvision pastes them at image size (the merge pastes them on its decision
-grid, as UPSNet does): that favours the combined method, never UPSNet.
+grid, as UPSNet does): that favours the combined method, never UPSNet. Its RoI pools get
+their inputs made contiguous once, as UPSNet's instance branch does
+(:func:`~upsnet_core.modeling.instance_head.roi_pool_inputs`), so that both instance
+branches run the same code on the same layout.
 
 The two methods take turns run by run, so that a machine that gets busier (other jobs)
 slows both alike. Printed per size: each method's stages (median ms), the ratio combined / unified and
@@ -43,6 +46,7 @@ from torchvision.models.segmentation import deeplabv3_resnet50
 from upsnet_core.config import load_config, with_inference_settings
 from upsnet_core.inference import device_name, prepare_for_inference, resolve_device
 from upsnet_core.modeling import HEAD_STRIDE, build_upsnet
+from upsnet_core.modeling.instance_head import roi_pool_inputs
 from upsnet_core.tools.benchmark import STAGES, medians, timed_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +97,8 @@ class CombinedMethod:
         model = self.mask_rcnn
         features = model.backbone(batch.tensors)
         proposals, _ = model.rpn(batch, features)
-        detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
+        # the RoI pools' inputs made contiguous once, as UPSNet's instance branch does
+        detections, _ = model.roi_heads(roi_pool_inputs(features), proposals, batch.image_sizes)
         masks = [torch.logit(d.pop("masks")[:, 0], eps=1e-6) for d in detections]
         return detections, masks
 

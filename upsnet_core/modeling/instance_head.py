@@ -125,6 +125,13 @@ class InstanceHead(nn.Module):
         return logits.gather(1, index)[:, 0]
 
 
+def roi_pool_inputs(features: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The maps the RoI pools read (P2..P5), contiguous: torchvision's ``roi_align`` makes
+    its input contiguous on every call, so channels-last maps would be copied by the box
+    pool and again by the mask pool (P2 of a 512x1024 image: 36 ms each on 2 cores)."""
+    return {level: features[level].contiguous() for level in _ROI_FEATURES}
+
+
 def _rename(losses: dict[str, Tensor]) -> dict[str, Tensor]:
     return {_TORCHVISION_LOSS_NAMES[k]: v for k, v in losses.items()}
 

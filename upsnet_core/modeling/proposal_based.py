@@ -15,7 +15,7 @@ from ..profiling import Timer, no_timer
 from . import postprocess as post
 from .backbone import build_backbone
 from .grid import HEAD_STRIDE, decision_grid_logits
-from .instance_head import InstanceHead, build_instance_head
+from .instance_head import InstanceHead, build_instance_head, roi_pool_inputs
 from .meta_arch import PanopticModel
 from .panoptic_head import paste_mask_logits
 from .preprocess import ImageBatcher
@@ -144,6 +144,7 @@ class ProposalPanopticModel(PanopticModel):
         with timer("rpn"):
             proposals, _ = self.instance_head.propose(batch, features)
         with timer("roi_heads"):
+            features = roi_pool_inputs(features)
             found = [self.prune(d) for d in self.instance_head.detect(features, proposals, sizes)]
             found = self.classify(features, found, sizes)
             mask_logits = self.instance_head.mask_logits(
