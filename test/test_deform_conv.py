@@ -61,6 +61,33 @@ def test_gradients_are_those_of_the_sampled_function(out_channels):
     assert torch.autograd.gradcheck(deform_conv2d, (inputs, offset, weight))
 
 
+@pytest.mark.parametrize("out_channels", [4, 12])  # projected first, sampled first
+def test_mixed_precision_training_step(out_channels):
+    """Under autocast (GPU training's float16; bfloat16 here on the CPU) the products run
+    in low precision while the inputs and offsets may be float32."""
+    generator = torch.Generator().manual_seed(4)
+    inputs = torch.randn(1, 8, 6, 7, generator=generator, requires_grad=True)
+    offset = torch.randn(1, 18, 6, 7, generator=generator, requires_grad=True)
+    weight = torch.randn(out_channels, 8, 3, 3, generator=generator, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = deform_conv2d(inputs, offset, weight)
+    output.float().square().sum().backward()
+    expected = deform_conv2d(inputs.detach(), offset.detach(), weight.detach())
+    torch.testing.assert_close(output.float(), expected, atol=0.1, rtol=0.05)
+    assert all(t.grad is not None and t.grad.isfinite().all() for t in (inputs, offset, weight))
+
+
+def test_sampling_positions_keep_float32_precision_for_half_offsets():
+    """Offsets in float16 (a float16 offset conv) on a 600-pixel-wide map: positions in
+    float16 would step by half a pixel; the result must be that of the float32 offsets."""
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(1, 2, 3, 600, generator=generator)
+    offset = (0.3 * torch.randn(1, 18, 3, 600, generator=generator)).half()
+    weight = torch.randn(1, 2, 3, 3, generator=generator)
+    torch.testing.assert_close(deform_conv2d(inputs, offset, weight),
+                               deform_conv2d(inputs, offset.float(), weight))
+
+
 def test_state_dict_is_interchangeable_with_torchvision_module():
     ours = DeformConv2d(6, 4, 3, bias=False)
     theirs = TorchvisionDeformConv2d(6, 4, 3, padding=1, bias=False)

@@ -56,18 +56,20 @@ def _gathered(inputs: Tensor, offset: Tensor, weight: Tensor) -> Tensor:
     n, channels, height, width = inputs.shape
     outputs, k = weight.shape[0], weight.shape[-1]
     pixel, mix = _bilinear_corners(offset, k)  # (N, H, W, k*k, 4) each
-    mix = mix.to(inputs.dtype)
     rows = inputs.permute(0, 2, 3, 1).reshape(n * height * width, channels)  # a view if channels-last
+    # the bilinear weights take the gathered table's dtype: under autocast the product
+    # gives float16 (bfloat16 on the CPU) while the offsets may stay float32
     if outputs < channels:
         # project first: row p*k*k + t of `projected` is pixel p times tap t's weights
         projected = rows @ weight.permute(1, 2, 3, 0).reshape(channels, k * k * outputs)
         tap = torch.arange(k * k, dtype=pixel.dtype, device=inputs.device)[:, None]
         result = F.embedding_bag((pixel * (k * k) + tap).view(n * height * width, -1),
                                  projected.view(-1, outputs),
-                                 per_sample_weights=mix.view(n * height * width, -1), mode="sum")
+                                 per_sample_weights=mix.to(projected.dtype).view(n * height * width, -1),
+                                 mode="sum")
     else:
         samples = F.embedding_bag(pixel.view(-1, CORNERS), rows,
-                                  per_sample_weights=mix.view(-1, CORNERS), mode="sum")
+                                  per_sample_weights=mix.to(rows.dtype).view(-1, CORNERS), mode="sum")
         result = (samples.view(n * height * width, k * k * channels)
                   @ weight.permute(2, 3, 1, 0).reshape(k * k * channels, outputs))
     return result.view(n, height, width, outputs).permute(0, 3, 1, 2)
@@ -82,9 +84,10 @@ def _bilinear_corners(offset: Tensor, k: int) -> tuple[Tensor, Tensor]:
     sum and product make the four corners.
     """
     n, _, height, width = offset.shape
-    dtype, device = offset.dtype, offset.device
+    # positions in at least float32: in float16 (autocast) a 512-pixel axis has half-pixel steps
+    dtype, device = torch.promote_types(offset.dtype, torch.float32), offset.device
     shifts = torch.arange(k, dtype=dtype, device=device) - k // 2
-    displacement = offset.permute(0, 2, 3, 1).reshape(n, height, width, k * k, 2)
+    displacement = offset.to(dtype).permute(0, 2, 3, 1).reshape(n, height, width, k * k, 2)
     y = (torch.arange(height, dtype=dtype, device=device)[:, None, None]
          + shifts.repeat_interleave(k) + displacement[..., 0])  # (N, H, W, k*k)
     x = (torch.arange(width, dtype=dtype, device=device)[:, None]
