@@ -14,9 +14,9 @@ linear, so the product may come first: when the output has fewer channels than t
 input, the input is projected onto each tap's weights and the ``O``-channel projections
 are sampled and summed, which reads half the data for the semantic head's first layer.
 On the ResNet-50 head's P2 at 512x1024 (``(1, 256, 128, 256)``, channels-last) this takes
-234 ms for the 256->128 layer and 184 ms for the 128->128 one on one thread (122 and
-90 ms on two), against 430 and 215 ms (373 and 193) with ``grid_sample`` and a 1x1
-convolution. Training gains too: with this and the semantic head's per-level classifier,
+258 ms for the 256->128 layer and 187 ms for the 128->128 one on one thread (140 and
+100 ms on two), against 469 and 230 ms (395 and 199) with ``grid_sample`` and a 1x1
+convolution (``benchmarks/bench_deform_conv.py``). Training gains too: with this and the semantic head's per-level classifier,
 the default model's training step went from 1094 to 960 ms on two threads
 (``benchmarks/profile_train_step.py --config config/upsnet_mobilenet.yaml``).
 
