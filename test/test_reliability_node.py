@@ -66,10 +66,12 @@ def running(namespace: str, log: Path, checkpoint: Path,
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_node_exits_within_two_seconds_while_a_frame_is_segmented(node_checkpoint, tmp_path,
                                                                   signal_number):
-    # input_long_side 0: the 1024x2048 frame is segmented at full size (seconds on a CPU).
+    # input_long_side 0: the 1536x3072 frame is segmented at full size, about 3 s on the
+    # 2-core machine, so it is still running when the 1 s shutdown wait ends (a 1024x2048
+    # frame takes 1.4 s since session 10 and sometimes finished inside the wait).
     with running(f"/stop_{signal_number}", tmp_path / "node.log", node_checkpoint,
                  input_long_side=0) as (node, probe):
-        probe.publish(image(1024, 2048))
+        probe.publish(image(1536, 3072))
         received = probe.wait_for_diagnostics(
             lambda d: int(d.get("frames_received", 0)) >= 1, TIMEOUT)
         assert int(received["frames_received"]) == 1, node.log()
