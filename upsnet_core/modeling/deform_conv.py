@@ -16,9 +16,10 @@ are sampled and summed, which reads half the data for the semantic head's first 
 On the ResNet-50 head's P2 at 512x1024 (``(1, 256, 128, 256)``, channels-last) this takes
 258 ms for the 256->128 layer and 187 ms for the 128->128 one on one thread (140 and
 100 ms on two), against 469 and 230 ms (395 and 199) with ``grid_sample`` and a 1x1
-convolution (``benchmarks/bench_deform_conv.py``). Training gains too: with this and the semantic head's per-level classifier,
-the default model's training step went from 1094 to 960 ms on two threads
-(``benchmarks/profile_train_step.py --config config/upsnet_mobilenet.yaml``).
+convolution (``benchmarks/bench_deform_conv.py``). Training gains too: with this and the
+semantic head's per-level classifier, the default model's training step went from 1094
+to 960 ms on two threads (``benchmarks/profile_train_step.py --config
+config/upsnet_mobilenet.yaml``).
 
 ONNX has no fused gather-and-sum (``embedding_bag`` exports as a loop over bags), so the
 exported graph keeps that ``grid_sample`` form, which its ``GridSample`` runs.
@@ -56,20 +57,21 @@ def _gathered(inputs: Tensor, offset: Tensor, weight: Tensor) -> Tensor:
     n, channels, height, width = inputs.shape
     outputs, k = weight.shape[0], weight.shape[-1]
     pixel, mix = _bilinear_corners(offset, k)  # (N, H, W, k*k, 4) each
-    rows = inputs.permute(0, 2, 3, 1).reshape(n * height * width, channels)  # a view if channels-last
+    # (N*H*W, C) pixel rows: a view of channels-last inputs
+    rows = inputs.permute(0, 2, 3, 1).reshape(n * height * width, channels)
     # the bilinear weights take the gathered table's dtype: under autocast the product
     # gives float16 (bfloat16 on the CPU) while the offsets may stay float32
     if outputs < channels:
         # project first: row p*k*k + t of `projected` is pixel p times tap t's weights
         projected = rows @ weight.permute(1, 2, 3, 0).reshape(channels, k * k * outputs)
         tap = torch.arange(k * k, dtype=pixel.dtype, device=inputs.device)[:, None]
-        result = F.embedding_bag((pixel * (k * k) + tap).view(n * height * width, -1),
-                                 projected.view(-1, outputs),
-                                 per_sample_weights=mix.to(projected.dtype).view(n * height * width, -1),
-                                 mode="sum")
+        bags = n * height * width  # one per output pixel: k*k taps x 4 corners
+        rows_read = (pixel * (k * k) + tap).view(bags, -1)
+        result = F.embedding_bag(rows_read, projected.view(-1, outputs), mode="sum",
+                                 per_sample_weights=mix.to(projected.dtype).view(bags, -1))
     else:
-        samples = F.embedding_bag(pixel.view(-1, CORNERS), rows,
-                                  per_sample_weights=mix.to(rows.dtype).view(-1, CORNERS), mode="sum")
+        samples = F.embedding_bag(pixel.view(-1, CORNERS), rows, mode="sum",
+                                  per_sample_weights=mix.to(rows.dtype).view(-1, CORNERS))
         result = (samples.view(n * height * width, k * k * channels)
                   @ weight.permute(2, 3, 1, 0).reshape(k * k * channels, outputs))
     return result.view(n, height, width, outputs).permute(0, 3, 1, 2)
