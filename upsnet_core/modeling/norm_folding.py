@@ -5,8 +5,8 @@ In eval mode a batch norm is a per-channel affine map, ``y = x * s + t`` with
 convolution it can be merged into that convolution's weights and bias (``W * s``,
 ``b * s + t``). The network then skips two full-size elementwise passes per norm
 (MobileNetV2 has 52 of them: the default model's backbone + FPN at 256x512 on one CPU
-thread went from 75 to 39 ms). The folded model computes the same function up to float rounding, and
-it is for inference only: its norms are gone.
+thread went from 75 to 39 ms). The folded model computes the same function up to float
+rounding, and it is for inference only: its norms are gone.
 """
 from __future__ import annotations
 
