@@ -108,10 +108,13 @@ def test_report_has_every_field(replayed):
     latency = report["latency_ms"]
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
     assert report["frames"] == {"images": FRAMES, "ground_truth": FRAMES, "published": FRAMES,
-                                "processed": FRAMES, "dropped": 0, "evaluated": FRAMES}
+                                "processed": FRAMES, "dropped": 0, "evaluated": FRAMES}, \
+        (report["replay"], report["node_diagnostics"])  # what a failure needs to be read
     assert all(stamps == [] for stamps in report["unmatched"].values())
     assert len(report["per_frame"]) == FRAMES and report["throughput_fps"] > 0
     assert report["replay"]["node_exit_code"] == 0 and report["replay"]["timed_out"] == 0
+    # back-pressure: the node's best-effort default input is made reliable, nothing is lost
+    assert report["replay"]["node_input_reliability"] == ["reliable"]
     assert report["node_diagnostics"]["device"] == "cpu"
     assert set(report["plots"]) == set(PLOTS)
     for file in [*report["plots"].values(), "report.md", "node.log"]:
@@ -154,7 +157,7 @@ def test_running_node_compressed_bag_at_bag_rate(data, env, tmp_path):
     bag = tmp_path / "bag"
     make_bag(data, "val", bag, rate=5.0, storage="sqlite3", compressed="png")
     node = NodeProcess(NodeProcess.module_command(), replay_eval.node_arguments(
-        argparse.Namespace(namespace="/robot", params=None, checkpoint=""),
+        argparse.Namespace(namespace="/robot", params=None, checkpoint="", rate=2.0),
         rosbag_io.COMPRESSED_TOPIC), tmp_path / "node.log", env=env)
     try:
         result = run_tool(["--bag", str(bag), "--out", str(tmp_path / "out"), "--rate", "2.0",
@@ -165,6 +168,7 @@ def test_running_node_compressed_bag_at_bag_rate(data, env, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["image_topic"] == rosbag_io.COMPRESSED_TOPIC
     assert report["replay"]["rate"] == 2.0 and report["replay"]["node"] == "running"
+    assert report["replay"]["node_input_reliability"] == ["best_effort"]  # the params file's
     frames = report["frames"]
     assert frames["processed"] + frames["dropped"] == FRAMES and frames["processed"] >= 1
     assert len(report["unmatched"]["dropped"]) == frames["dropped"]

@@ -47,13 +47,15 @@ MAX_RESTARTS = 3
 
 @dataclass
 class ReplayStats:
-    """What the replay did: frames published, seconds, frames whose outputs timed out, and
-    the exit status of each death of the node it restarted."""
+    """What the replay did: frames published, seconds, frames whose outputs timed out, the
+    exit status of each death of the node it restarted, and the reliability QoS of the image
+    subscriptions it published to (``reliable`` / ``best_effort``, as discovered)."""
 
     published: int = 0
     seconds: float = 0.0
     timed_out: list[int] = field(default_factory=list)
     node_deaths: list[int] = field(default_factory=list)
+    input_reliability: list[str] = field(default_factory=list)
 
 
 def _full(namespace: str, topic: str) -> str:
@@ -144,6 +146,9 @@ class Replayer:
             log = f"\nnode log:\n{process.log()[-3000:]}" if process is not None else ""
             raise ReplayError(f"no upsnet_node subscribed to {self.image_topic} and published "
                               f"{labels} with its categories within {timeout:.0f} s{log}")
+        stats.input_reliability = sorted(
+            {info.qos_profile.reliability.name.lower()
+             for info in self.node.get_subscriptions_info_by_topic(self.image_topic)})
 
     def publish(self, data: bytes) -> None:
         """Publish serialized image bytes and record them at the publish time."""

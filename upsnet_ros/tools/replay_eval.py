@@ -9,7 +9,8 @@ label images, category map). The tool starts the node (the installed ``upsnet_no
 executable, autostarted with the params file, the checkpoint and the camera topic remapped
 onto the bag's; ``--running-node``: use the node already running in ``--namespace``),
 publishes the bag's images on their topic at the bag's timing times ``--rate`` (``max``:
-each frame once the node's outputs for the previous one arrived), records the node's
+each frame once the node's outputs for the previous one arrived, the node's image input
+then made reliable so that DDS loses none), records the node's
 outputs into ``DIR/predictions`` (a bag), and evaluates that bag: PQ/SQ/RQ (All, Things,
 Stuff, per class), mIoU and mask AP with the evaluator of ``training.evaluate``, latency
 p50/p90/p99/max, frames processed and dropped, unmatched frames listed. It writes
@@ -93,12 +94,20 @@ def params_file(args: argparse.Namespace) -> Path:
 
 def node_arguments(args: argparse.Namespace, image_topic: str) -> list[str]:
     """ROS arguments of the node: namespace, params file, autostart, checkpoint, and the
-    camera topic remapped as the launch file does (``image`` and ``image/compressed``)."""
+    camera topic remapped as the launch file does (``image`` and ``image/compressed``).
+
+    With ``--rate max`` the node's image subscription is made reliable: under back-pressure
+    a frame DDS loses on a best-effort link (possible while the two sides are still
+    matching) would not be replaced by a newer one, so it would cost ``--frame-timeout``
+    and count as dropped although the node never saw it. At a bag rate the params file's
+    QoS stays, since losses are then part of what is measured."""
     compressed = image_topic.endswith("/compressed")
     camera = image_topic[:-len("/compressed")] if compressed else image_topic
     ros_args = ["-r", f"__ns:={args.namespace}", "--params-file", str(params_file(args)),
                 "-p", "autostart:=true",
                 "-r", f"image:={camera}", "-r", f"image/compressed:={camera}/compressed"]
+    if args.rate is None:
+        ros_args += ["-p", "qos.reliability:=reliable"]
     if compressed:
         ros_args += ["-p", "subscribe_compressed:=true"]
     if args.checkpoint:
@@ -141,6 +150,7 @@ def replay(args: argparse.Namespace, predictions_bag: Path) -> dict:
             "node_exit_code": exit_code, "published": stats.published,
             "seconds": stats.seconds, "timed_out": len(stats.timed_out),
             "node_restarts": len(stats.node_deaths), "node_death_exit_codes": stats.node_deaths,
+            "node_input_reliability": stats.input_reliability,
             "fastdds_builtin_transports": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")}
 
 
