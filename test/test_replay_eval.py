@@ -31,6 +31,7 @@ from upsnet_core.rosbag_io import GT_LABELS_TOPIC, IMAGE_TOPIC, Frame  # noqa: E
 from upsnet_ros.node_process import NodeProcess  # noqa: E402
 from upsnet_ros.tools import replay_eval  # noqa: E402
 from upsnet_ros.tools.make_bag import make_bag  # noqa: E402
+from upsnet_ros.tools.replay import back_pressure_warning  # noqa: E402
 from upsnet_ros.tools.report import PLOTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +173,16 @@ def test_running_node_compressed_bag_at_bag_rate(data, env, tmp_path):
     frames = report["frames"]
     assert frames["processed"] + frames["dropped"] == FRAMES and frames["processed"] >= 1
     assert len(report["unmatched"]["dropped"]) == frames["dropped"]
+
+
+def test_back_pressure_to_a_best_effort_node_is_warned():
+    """--rate max against a best-effort image subscription (a --running-node started with
+    the default params) names the risk and the setting; reliable input or a bag rate not."""
+    warning = back_pressure_warning(None, ["best_effort"], 30.0)
+    assert "best_effort" in warning and "30 s" in warning
+    assert "qos.reliability:=reliable" in warning
+    assert back_pressure_warning(None, ["reliable"], 30.0) is None
+    assert back_pressure_warning(2.0, ["best_effort"], 30.0) is None
 
 
 # ---------------------------------------------------------------- bad input (no node)

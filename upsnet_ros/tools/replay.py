@@ -102,6 +102,17 @@ def _message_class(msgtype: str) -> type:
     return getattr(module, name)
 
 
+def back_pressure_warning(rate: Optional[float], input_reliability: list[str],
+                          frame_timeout: float) -> Optional[str]:
+    """The warning for a back-pressure replay (``rate`` None) to a best-effort image
+    subscription, else None: a frame DDS loses there is not followed by a newer one."""
+    if rate is not None or "best_effort" not in input_reliability:
+        return None
+    return (f"the node's image subscription is best_effort: at rate max a frame DDS loses "
+            f"waits {frame_timeout:.0f} s and counts as dropped (start the node with "
+            "qos.reliability:=reliable)")
+
+
 class Replayer:
     """An rclpy node publishing a bag's images and recording the node's outputs."""
 
@@ -187,6 +198,9 @@ class Replayer:
         restarted (``_node_alive``)."""
         stats = ReplayStats()
         self.wait_for_node(startup_timeout, process, stats)
+        warning = back_pressure_warning(rate, stats.input_reliability, frame_timeout)
+        if warning:
+            print(f"replay: {warning}", file=sys.stderr, flush=True)
         started = time.monotonic()
 
         def outputs_or_death(stamp: int) -> Callable[[], bool]:
