@@ -77,6 +77,21 @@ def _gathered(inputs: Tensor, offset: Tensor, weight: Tensor) -> Tensor:
     return result.view(n, height, width, outputs).permute(0, 3, 1, 2)
 
 
+def _sampling_positions(offset: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The input row and column each output pixel's taps sample, ``(N, H, W, k*k)`` each:
+    the pixel's own position, the tap's shift and the learned offset. In at least float32:
+    in float16 (autocast) a 512-pixel axis has half-pixel steps."""
+    n, _, height, width = offset.shape
+    dtype, device = torch.promote_types(offset.dtype, torch.float32), offset.device
+    shifts = torch.arange(k, dtype=dtype, device=device) - k // 2
+    displacement = offset.to(dtype).permute(0, 2, 3, 1).reshape(n, height, width, k * k, 2)
+    y = (torch.arange(height, dtype=dtype, device=device)[:, None, None]
+         + shifts.repeat_interleave(k) + displacement[..., 0])
+    x = (torch.arange(width, dtype=dtype, device=device)[:, None]
+         + shifts.repeat(k) + displacement[..., 1])
+    return y, x
+
+
 def _bilinear_corners(offset: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """For every output pixel, tap and corner, ``(N, H, W, k*k, 4)`` each: the input pixel
     read (flat int32 index over ``N*H*W``) and its bilinear weight, 0 for a pixel outside
@@ -86,18 +101,11 @@ def _bilinear_corners(offset: Tensor, k: int) -> tuple[Tensor, Tensor]:
     sum and product make the four corners.
     """
     n, _, height, width = offset.shape
-    # positions in at least float32: in float16 (autocast) a 512-pixel axis has half-pixel steps
-    dtype, device = torch.promote_types(offset.dtype, torch.float32), offset.device
-    shifts = torch.arange(k, dtype=dtype, device=device) - k // 2
-    displacement = offset.to(dtype).permute(0, 2, 3, 1).reshape(n, height, width, k * k, 2)
-    y = (torch.arange(height, dtype=dtype, device=device)[:, None, None]
-         + shifts.repeat_interleave(k) + displacement[..., 0])  # (N, H, W, k*k)
-    x = (torch.arange(width, dtype=dtype, device=device)[:, None]
-         + shifts.repeat(k) + displacement[..., 1])
+    y, x = _sampling_positions(offset, k)
     rows, row_weights = _linear_neighbours(y, height)
     cols, col_weights = _linear_neighbours(x, width)
-    first_row = torch.arange(n, dtype=torch.int32, device=device).view(n, 1, 1, 1, 1) * height
-    pixel = ((first_row + rows) * width)[..., :, None] + cols[..., None, :]
+    image = torch.arange(n, dtype=torch.int32, device=offset.device).view(n, 1, 1, 1, 1)
+    pixel = ((image * height + rows) * width)[..., :, None] + cols[..., None, :]
     mix = row_weights[..., :, None] * col_weights[..., None, :]
     return pixel.flatten(-2), mix.flatten(-2)
 
@@ -120,15 +128,11 @@ def _sampled_by_grid_sample(inputs: Tensor, offset: Tensor, weight: Tensor) -> T
     exported form: ONNX ``GridSample`` + ``Conv``)."""
     n, channels, height, width = inputs.shape
     k = weight.shape[-1]
-    taps = torch.arange(k, dtype=inputs.dtype, device=inputs.device) - k // 2
-    rows = torch.arange(height, dtype=inputs.dtype, device=inputs.device)
-    cols = torch.arange(width, dtype=inputs.dtype, device=inputs.device)
-    offset = offset.view(n, k, k, 2, height, width)
-    y = rows[:, None] + taps[:, None, None, None] + offset[:, :, :, 0]  # (N, k, k, H, W)
-    x = cols[None, :] + taps[None, :, None, None] + offset[:, :, :, 1]
+    y, x = _sampling_positions(offset, k)
     # grid_sample's normalised coordinates (align_corners=False): pixel i <-> (2i + 1) / size - 1
     grid = torch.stack(((2 * x + 1) / width - 1, (2 * y + 1) / height - 1), dim=-1)
-    samples = F.grid_sample(inputs, grid.view(n, k * k * height, width, 2), mode="bilinear",
+    grid = grid.permute(0, 3, 1, 2, 4).reshape(n, k * k * height, width, 2)  # taps first
+    samples = F.grid_sample(inputs, grid.to(inputs.dtype), mode="bilinear",
                             padding_mode="zeros", align_corners=False)  # (N, C, k*k*H, W)
     samples = samples.view(n, channels * k * k, height, width)
     # flatten, not a reshape to sizes read from the input: the weight's shape stays
