@@ -19,7 +19,7 @@ import torch
 
 from upsnet_core.inference import device_name, resolve_device
 from upsnet_core.modeling.deform_conv import _sampled_by_grid_sample, deform_conv2d
-from upsnet_core.tools.benchmark import medians, timed_runs
+from upsnet_core.tools.benchmark import image_size, medians, timed_runs
 
 LAYERS = ((256, 128), (128, 128))
 """(input, output) channels of the R50 config's two deformable layers."""
@@ -46,7 +46,8 @@ def bench_layer(in_channels: int, out_channels: int, height: int, width: int, ru
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="128x256", help="HEIGHTxWIDTH of the P2 map")
+    parser.add_argument("--size", default="128x256", type=image_size,
+                        help="HEIGHTxWIDTH of the P2 map")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0,
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    height, width = (int(v) for v in args.size.lower().split("x"))
+    height, width = args.size
     print(f"deformable 3x3 convolution on {height}x{width}, {device_name(device)}, "
           f"torch {torch.__version__}, median of {args.runs} runs")
     for in_channels, out_channels in LAYERS:

@@ -47,7 +47,7 @@ from upsnet_core.config import load_config, with_inference_settings
 from upsnet_core.inference import device_name, prepare_for_inference, resolve_device
 from upsnet_core.modeling import HEAD_STRIDE, build_upsnet
 from upsnet_core.modeling.instance_head import roi_pool_inputs
-from upsnet_core.tools.benchmark import STAGES, medians, timed_runs
+from upsnet_core.tools.benchmark import STAGES, image_size, medians, timed_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMBINED_STAGES = ("semantic_network", "mask_rcnn", "heuristic_merge")
@@ -162,7 +162,8 @@ def print_report(report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "upsnet_cityscapes_r50.yaml")
-    parser.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"],
+    parser.add_argument("--sizes", nargs="+", type=image_size,
+                        default=[(512, 1024), (1024, 2048)],
                         help="HEIGHTxWIDTH of the test images")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -179,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.config} (random weights, detections forced), {device_name(device)}, "
           f"torch {torch.__version__}, {args.runs} runs after {args.warmup} warm-up")
     reports = []
-    for size in args.sizes:
-        height, width = (int(v) for v in size.lower().split("x"))
+    for height, width in args.sizes:
         reports.append(compare(args.config, height, width, args.runs, args.warmup, device,
                                args.decision_stride))
         print_report(reports[-1])

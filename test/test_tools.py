@@ -1,6 +1,7 @@
 """The predict and benchmark command-line tools, run as a user runs them."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -117,6 +118,14 @@ def test_benchmark_reports_every_stage(tmp_path, capsys):
     assert 0 < stage_sum <= report["total_ms"] * 1.05
     assert report["device"].startswith("cpu")
     assert "panoptic head + post-processing" in capsys.readouterr().out
+
+
+def test_benchmark_image_sizes_are_height_by_width_and_checked():
+    assert benchmark.image_size("512x1024") == (512, 1024)
+    assert benchmark.image_size("64X96") == (64, 96)
+    for bad in ("512", "512x", "ax1024", "512x1024x3", "0x1024"):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
+            benchmark.image_size(bad)
 
 
 def test_export_drops_training_state_and_halves_weights(checkpoint, tmp_path):

@@ -35,6 +35,19 @@ STAGES = ("backbone", "rpn", "roi_heads", "semantic_head", "panoptic_postprocess
 """UPSNet's stages, in the order it runs them."""
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """``HEIGHTxWIDTH`` (``512x1024``) as ``(height, width)``: an argparse type for the
+    benchmarks' image sizes."""
+    try:
+        height, width = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected HEIGHTxWIDTH such as 512x1024, got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"image sides must be positive, got {text!r}")
+    return height, width
+
+
 def timed_runs(methods: dict[str, Callable[[StageTimer], Any]], device: torch.device, runs: int,
                warmup: int) -> dict[str, StageTimer]:
     """Each ``method(timer)`` called ``warmup + runs`` times, the methods taking turns run
